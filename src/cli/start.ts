@@ -1,0 +1,39 @@
+// `meridian start`: load the config, run the proxy, and shut down gracefully on SIGTERM/SIGINT.
+import { loadConfigFile } from '../config/load.ts';
+import { ConfigError } from '../config/errors.ts';
+import type { MeridianConfig } from '../config/types.ts';
+import { startMeridian } from '../main.ts';
+
+export async function runStart(path: string): Promise<number> {
+  let config: MeridianConfig;
+  try {
+    config = await loadConfigFile(path);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(err.message);
+    return 1;
+  }
+  return serve(config);
+}
+
+/** Runs until a signal arrives; a second signal skips the drain. */
+export async function serve(config: MeridianConfig, onStarted?: () => void): Promise<number> {
+  const meridian = await startMeridian(config);
+  const { self } = config.topology;
+  console.log(
+    `meridian ${self.region}/${self.zone}: proxy on ${meridian.proxyAddress.address}:${meridian.proxyAddress.port}, ` +
+      `admin on ${meridian.adminAddress.address}:${meridian.adminAddress.port}`,
+  );
+  onStarted?.();
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  console.log(`meridian: ${signal}, draining (readiness is now 503)`);
+  const forceExit = (): void => process.exit(1);
+  process.once('SIGTERM', forceExit);
+  process.once('SIGINT', forceExit);
+  await meridian.shutdown();
+  console.log('meridian: stopped');
+  return 0;
+}

@@ -1,0 +1,129 @@
+// Validates a raw config object and compiles it into the frozen snapshot the data plane reads.
+import { configSchema, type ParsedConfig } from './schema.ts';
+import { ConfigError, formatPath, type ConfigProblem } from './errors.ts';
+import { catalogLocation } from './catalog.ts';
+import { MIN_WEBSOCKET_IDLE_TIMEOUT_MS } from './defaults.ts';
+import type { Endpoint, MeridianConfig, Region, Topology, Zone } from './types.ts';
+
+/** Environment variables that override the file, so one image and one file serve every AZ. */
+export const ENV_OVERRIDES = {
+  MERIDIAN_REGION: 'self.region',
+  MERIDIAN_ZONE: 'self.zone',
+  MERIDIAN_ADMIN_TOKEN: 'admin.token',
+} as const;
+
+export function compileConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, source?: string): MeridianConfig {
+  const withEnv = applyEnv(raw, env);
+  const parsed = configSchema.safeParse(withEnv);
+  if (!parsed.success) {
+    const problems: ConfigProblem[] = [];
+    for (const issue of parsed.error.issues) {
+      if (issue.code === 'unrecognized_keys') {
+        for (const key of issue.keys) problems.push({ path: formatPath([...issue.path, key]), message: 'unknown key' });
+      } else {
+        problems.push({ path: formatPath(issue.path), message: issue.message.replace(/^Invalid input: /, '') });
+      }
+    }
+    throw new ConfigError(problems, source);
+  }
+  const problems: ConfigProblem[] = [];
+  const config = build(parsed.data, problems);
+  if (problems.length > 0) throw new ConfigError(problems, source);
+  return deepFreeze(config);
+}
+
+function applyEnv(raw: unknown, env: NodeJS.ProcessEnv): unknown {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  let out = raw as Record<string, unknown>;
+  for (const [variable, path] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[variable];
+    if (value === undefined || value === '') continue;
+    const [section, key] = path.split('.');
+    const current = out[section];
+    const base = current !== null && typeof current === 'object' && !Array.isArray(current) ? current : {};
+    out = { ...out, [section]: { ...base, [key]: value } };
+  }
+  return out;
+}
+
+function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig {
+  const topology = buildTopology(parsed, problems);
+  const { websocketIdle } = parsed.timeouts;
+  if (websocketIdle !== 0 && websocketIdle < MIN_WEBSOCKET_IDLE_TIMEOUT_MS) {
+    problems.push({ path: 'timeouts.websocketIdle', message: 'must be 0 (off) or at least 5m: realtime clients ping every 20 s' });
+  }
+  return {
+    topology,
+    listen: parsed.listen,
+    admin: { host: parsed.admin.host, port: parsed.admin.port, token: parsed.admin.token },
+    timeouts: parsed.timeouts,
+    retries: parsed.retries,
+    headers: parsed.headers,
+    shutdown: parsed.shutdown,
+  };
+}
+
+function buildTopology(parsed: ParsedConfig, problems: ConfigProblem[]): Topology {
+  const endpoints: Endpoint[] = [];
+  const seen = new Map<string, string>();
+  const regions: Region[] = [];
+  for (const [regionName, region] of Object.entries(parsed.regions)) {
+    const where = `regions.${regionName}`;
+    const location = resolveLocation(region.location, `${where}.location`, problems);
+    const zones: Zone[] = [];
+    for (const [zoneName, zone] of Object.entries(region.zones)) {
+      const zoneEndpoints: Endpoint[] = [];
+      zone.endpoints.forEach((raw, i) => {
+        const path = `${where}.zones.${zoneName}.endpoints[${i}]`;
+        const url = new URL(raw);
+        if (url.pathname !== '/' || url.search !== '') {
+          problems.push({ path, message: 'an endpoint is an origin (scheme, host, port); drop the path' });
+        }
+        const origin = url.origin;
+        const previous = seen.get(origin);
+        if (previous) problems.push({ path, message: `duplicate of ${previous}` });
+        seen.set(origin, path);
+        const tls = url.protocol === 'https:';
+        const endpoint: Endpoint = {
+          index: endpoints.length,
+          key: `${regionName}/${zoneName}/${origin}`,
+          origin,
+          region: regionName,
+          zone: zoneName,
+          tls,
+          hostname: url.hostname.replace(/^\[|\]$/g, ''),
+          port: url.port === '' ? (tls ? 443 : 80) : Number(url.port),
+        };
+        endpoints.push(endpoint);
+        zoneEndpoints.push(endpoint);
+      });
+      zones.push({ name: zoneName, region: regionName, endpoints: zoneEndpoints });
+    }
+    regions.push({ name: regionName, lat: location[0], lon: location[1], publicHost: region.publicHost, zones });
+  }
+
+  const self = parsed.self;
+  const home = regions.find((r) => r.name === self.region);
+  if (!home) {
+    problems.push({ path: 'self.region', message: `"${self.region}" is not one of the regions (${regions.map((r) => r.name).join(', ')})` });
+  } else if (!home.zones.some((z) => z.name === self.zone)) {
+    problems.push({ path: 'self.zone', message: `"${self.zone}" is not a zone of ${home.name} (${home.zones.map((z) => z.name).join(', ')})` });
+  }
+  return { self, regions, endpoints };
+}
+
+function resolveLocation(location: readonly [number, number] | string, path: string, problems: ConfigProblem[]): readonly [number, number] {
+  if (typeof location !== 'string') return location;
+  const entry = catalogLocation(location);
+  if (entry) return [entry.lat, entry.lon];
+  problems.push({ path, message: `unknown catalog region "${location}" (see geo-data/regions.json), or give [lat, lon]` });
+  return [0, 0];
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

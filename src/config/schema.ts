@@ -1,0 +1,91 @@
+// The shape of a Meridian config file, with defaults; cross-field rules live in compile.ts.
+import { z } from 'zod';
+import { parseDuration } from './duration.ts';
+import * as d from './defaults.ts';
+
+const port = z.number().int().min(0).max(65_535);
+const name = z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, "-" and "_"');
+
+function duration(fallbackMs: number) {
+  return z
+    .union([z.string(), z.number()])
+    .default(fallbackMs)
+    .transform((value, ctx) => {
+      const ms = parseDuration(value);
+      if (ms === null) ctx.addIssue({ code: 'custom', message: `not a duration (${JSON.stringify(value)}); use e.g. 250ms, 5s, 2m` });
+      return ms ?? 0;
+    });
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' && url.password === '';
+  } catch {
+    return false;
+  }
+}
+
+const endpoint = z.string().refine(isHttpUrl, 'not an http(s) URL');
+
+const zone = z.strictObject({
+  endpoints: z.array(endpoint).min(1, 'a zone needs at least one endpoint'),
+});
+
+const region = z.strictObject({
+  /** `[lat, lon]` or a catalog name such as `aws:us-west-2` from geo-data/regions.json. */
+  location: z.union([z.tuple([z.number().min(-90).max(90), z.number().min(-180).max(180)]), z.string()]),
+  publicHost: z.string().optional(),
+  zones: z.record(name, zone).refine((zones) => Object.keys(zones).length > 0, 'a region needs at least one zone'),
+});
+
+export const configSchema = z.strictObject({
+  self: z.strictObject({ region: z.string(), zone: z.string() }),
+  listen: z
+    .strictObject({
+      host: z.string().default(d.DEFAULT_LISTEN_HOST),
+      port: port.default(d.DEFAULT_LISTEN_PORT),
+      maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(d.DEFAULT_MAX_HEADER_BYTES),
+    })
+    .prefault({}),
+  admin: z
+    .strictObject({
+      host: z.string().default(d.DEFAULT_ADMIN_HOST),
+      port: port.default(d.DEFAULT_ADMIN_PORT),
+      token: z.string().min(16, 'use at least 16 characters').optional(),
+    })
+    .prefault({}),
+  regions: z.record(name, region).refine((regions) => Object.keys(regions).length > 0, 'at least one region is required'),
+  timeouts: z
+    .strictObject({
+      requestHeaders: duration(d.DEFAULT_REQUEST_HEADERS_TIMEOUT_MS),
+      connect: duration(d.DEFAULT_CONNECT_TIMEOUT_MS),
+      response: duration(d.DEFAULT_RESPONSE_TIMEOUT_MS),
+      idle: duration(d.DEFAULT_IDLE_TIMEOUT_MS),
+      websocketIdle: duration(d.DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS),
+      keepAlive: duration(d.DEFAULT_KEEP_ALIVE_TIMEOUT_MS),
+    })
+    .prefault({}),
+  retries: z
+    .strictObject({
+      maxAttempts: z.number().int().min(1).max(10).default(d.DEFAULT_MAX_ATTEMPTS),
+    })
+    .prefault({}),
+  headers: z
+    .strictObject({
+      forwardedFor: z.enum(['overwrite', 'append']).default(d.DEFAULT_FORWARDED_FOR_MODE),
+      routingHeaders: z.boolean().default(d.DEFAULT_ROUTING_HEADERS),
+    })
+    .prefault({}),
+  shutdown: z
+    .strictObject({
+      drainDelay: duration(d.DEFAULT_DRAIN_DELAY_MS),
+      drainTimeout: duration(d.DEFAULT_DRAIN_TIMEOUT_MS),
+    })
+    .prefault({}),
+});
+
+/** The config file as written, before compiling. */
+export type ConfigInput = z.input<typeof configSchema>;
+/** The config after validation and defaults, before compiling. */
+export type ParsedConfig = z.output<typeof configSchema>;

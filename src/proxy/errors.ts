@@ -1,0 +1,98 @@
+// Meridian's one error type, the translation of undici and socket errors into it, and the JSON reply.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { MERIDIAN_VERSION } from '../version.ts';
+
+export type ErrorSource = 'downstream' | 'upstream' | 'internal';
+
+export interface ProxyErrorKind {
+  readonly code: string;
+  readonly status: number;
+  readonly type: string;
+  readonly source: ErrorSource;
+  /** True when nothing reached the upstream, so any method may be sent to the next candidate. */
+  readonly nothingSent: boolean;
+  readonly message: string;
+}
+
+function kind(code: string, status: number, type: string, source: ErrorSource, nothingSent: boolean, message: string): ProxyErrorKind {
+  return Object.freeze({ code, status, type, source, nothingSent, message });
+}
+
+export const KINDS = Object.freeze({
+  noCandidate: kind('MERIDIAN_NO_CANDIDATE', 503, 'meridian_no_upstream', 'internal', true, 'No upstream endpoint is available for this request.'),
+  connectFailed: kind('MERIDIAN_UPSTREAM_CONNECT', 502, 'meridian_upstream_unreachable', 'upstream', true, 'The upstream endpoint could not be reached.'),
+  connectTimeout: kind('MERIDIAN_UPSTREAM_CONNECT_TIMEOUT', 504, 'meridian_upstream_timeout', 'upstream', true, 'The upstream endpoint did not accept the connection in time.'),
+  responseTimeout: kind('MERIDIAN_UPSTREAM_TIMEOUT', 504, 'meridian_upstream_timeout', 'upstream', false, 'The upstream endpoint did not answer in time.'),
+  bodyTimeout: kind('MERIDIAN_UPSTREAM_BODY_TIMEOUT', 504, 'meridian_upstream_timeout', 'upstream', false, 'The upstream endpoint stopped sending the response body.'),
+  reset: kind('MERIDIAN_UPSTREAM_RESET', 502, 'meridian_upstream_error', 'upstream', false, 'The upstream connection closed before a complete response.'),
+  badResponse: kind('MERIDIAN_UPSTREAM_PROTOCOL', 502, 'meridian_upstream_error', 'upstream', false, 'The upstream endpoint sent an invalid HTTP response.'),
+  downstreamAborted: kind('MERIDIAN_DOWNSTREAM_ABORTED', 499, 'meridian_client_closed', 'downstream', false, 'The client closed the connection.'),
+  badRequest: kind('MERIDIAN_BAD_REQUEST', 400, 'meridian_bad_request', 'downstream', true, 'The request is malformed.'),
+  headersTooLarge: kind('MERIDIAN_HEADERS_TOO_LARGE', 431, 'meridian_headers_too_large', 'downstream', true, 'The request headers are too large.'),
+  requestTimeout: kind('MERIDIAN_REQUEST_TIMEOUT', 408, 'meridian_request_timeout', 'downstream', true, 'The request was not received in time.'),
+  internal: kind('MERIDIAN_INTERNAL', 500, 'meridian_internal_error', 'internal', false, 'Meridian failed to handle the request.'),
+});
+
+export class ProxyError extends Error {
+  readonly kind: ProxyErrorKind;
+  get code(): string {
+    return this.kind.code;
+  }
+  get status(): number {
+    return this.kind.status;
+  }
+
+  constructor(errorKind: ProxyErrorKind, cause?: unknown, message: string = errorKind.message) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'ProxyError';
+    this.kind = errorKind;
+  }
+}
+
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'ECONNABORTED']);
+
+/** The single place where undici and socket errors become Meridian errors. */
+export function translateUpstreamError(err: unknown): ProxyError {
+  if (err instanceof ProxyError) return err;
+  const code = (err as { code?: string } | null)?.code ?? '';
+  if (CONNECT_CODES.has(code)) return new ProxyError(KINDS.connectFailed, err);
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return new ProxyError(KINDS.connectTimeout, err);
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return new ProxyError(KINDS.responseTimeout, err);
+    case 'UND_ERR_BODY_TIMEOUT':
+      return new ProxyError(KINDS.bodyTimeout, err);
+    case 'HPE_INVALID_CONSTANT':
+    case 'HPE_INVALID_HEADER_TOKEN':
+    case 'HPE_INVALID_STATUS':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_INFO':
+      return new ProxyError(KINDS.badResponse, err);
+    default:
+      return new ProxyError(KINDS.reset, err);
+  }
+}
+
+/** Appwrite-shaped JSON error with CORS headers, so browser SDKs can read why a request failed. */
+export function sendError(req: IncomingMessage, res: ServerResponse, error: ProxyError, requestId: string | undefined): void {
+  if (res.headersSent || res.destroyed) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify({ message: error.message, code: error.status, type: error.kind.type, version: MERIDIAN_VERSION });
+  const headers: Record<string, string | number> = {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  };
+  const origin = req.headers.origin;
+  if (origin) {
+    headers['access-control-allow-origin'] = origin;
+    headers['access-control-allow-credentials'] = 'true';
+    headers['vary'] = 'Origin';
+  }
+  if (requestId) headers['x-request-id'] = requestId;
+  res.writeHead(error.status, headers);
+  res.end(req.method === 'HEAD' ? undefined : body);
+}

@@ -1,0 +1,98 @@
+// Header rewriting in both directions: hop-by-hop removal, forwarding headers, routing headers.
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/**
+ * Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus `expect`:
+ * the 100-continue handshake is answered by our own server and undici refuses to send it.
+ * `host` is handled separately: it is kept, and undici must see it once.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+]);
+
+/** Headers we always set ourselves on the way up, so a client cannot forge them. */
+const OWN_UPSTREAM = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id']);
+
+export interface ForwardingFacts {
+  readonly clientIp: string;
+  readonly peerIp: string;
+  readonly requestId: string;
+  readonly proto: string;
+  readonly forwardedHost: string | undefined;
+  readonly appendForwardedFor: boolean;
+}
+
+/**
+ * Extra connection-scoped names listed in `Connection` (e.g. `Connection: close, x-foo`).
+ * The common values `keep-alive` and `close` name nothing else, so they cost no allocation.
+ */
+export function namedByConnection(connection: string | string[] | undefined): Set<string> | null {
+  if (connection === undefined) return null;
+  const value = Array.isArray(connection) ? connection.join(',') : connection;
+  const lower = value.toLowerCase();
+  if (lower === 'keep-alive' || lower === 'close' || lower === 'upgrade') return null;
+  const names = new Set<string>();
+  for (const token of lower.split(',')) {
+    const name = token.trim();
+    if (name !== '' && name !== 'close' && name !== 'keep-alive') names.add(name);
+  }
+  return names.size > 0 ? names : null;
+}
+
+/** The flat `[name, value, …]` list undici sends upstream, built from the raw downstream headers. */
+export function upstreamRequestHeaders(
+  raw: readonly string[],
+  headers: IncomingHttpHeaders,
+  facts: ForwardingFacts,
+  keepUpgrade: boolean,
+): string[] {
+  const named = namedByConnection(headers.connection);
+  const out: string[] = [];
+  let incomingForwardedFor = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toLowerCase();
+    if (OWN_UPSTREAM.has(name)) {
+      if (name === 'x-forwarded-for') incomingForwardedFor = incomingForwardedFor === '' ? raw[i + 1] : `${incomingForwardedFor}, ${raw[i + 1]}`;
+      continue;
+    }
+    if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === 'upgrade' || name === 'connection'))) continue;
+    if (named !== null && named.has(name)) continue;
+    if (name.startsWith('proxy-')) continue;
+    out.push(raw[i], raw[i + 1]);
+  }
+  const forwardedFor = facts.appendForwardedFor && incomingForwardedFor !== '' ? `${incomingForwardedFor}, ${facts.peerIp}` : facts.clientIp;
+  out.push('x-forwarded-for', forwardedFor, 'x-forwarded-proto', facts.proto, 'x-request-id', facts.requestId);
+  if (facts.forwardedHost !== undefined) out.push('x-forwarded-host', facts.forwardedHost);
+  return out;
+}
+
+/** Reused across responses: `writeHead` copies it synchronously, so one array serves every request. */
+const responseHeaderList: string[] = [];
+
+/** The downstream header list for an upstream response, hop-by-hop headers removed. */
+export function downstreamResponseHeaders(headers: IncomingHttpHeaders | OutgoingHttpHeaders, extra: readonly string[] | null): string[] {
+  const named = namedByConnection(headers.connection as string | undefined);
+  const out = responseHeaderList;
+  out.length = 0;
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || (named !== null && named.has(name)) || name.startsWith('proxy-')) continue;
+    const value = headers[name];
+    if (value === undefined) continue;
+    if (Array.isArray(value)) {
+      for (const item of value) out.push(name, item);
+    } else {
+      out.push(name, String(value));
+    }
+  }
+  if (extra !== null) for (const item of extra) out.push(item);
+  return out;
+}

@@ -1,0 +1,56 @@
+// The data plane's view of the world: a frozen per-config snapshot plus long-lived traffic state.
+import type { MeridianConfig } from '../config/types.ts';
+import type { Router } from '../routing/types.ts';
+import type { UpstreamPools } from './pools.ts';
+import type { Socket } from 'node:net';
+
+/** Built once per config load and swapped as one reference; requests keep the snapshot they started with. */
+export interface DataPlane {
+  readonly config: MeridianConfig;
+  readonly router: Router;
+  readonly pools: UpstreamPools;
+  /** Per endpoint index: the routing response headers, or null when they are turned off. */
+  readonly routingHeaders: readonly (readonly string[] | null)[];
+  readonly traffic: Traffic;
+}
+
+export function createDataPlane(config: MeridianConfig, router: Router, pools: UpstreamPools, traffic: Traffic): DataPlane {
+  pools.sync(config.topology.endpoints, config.timeouts);
+  const routingHeaders = config.topology.endpoints.map((e) =>
+    config.headers.routingHeaders ? Object.freeze(['x-meridian-region', e.region, 'x-meridian-zone', e.zone]) : null,
+  );
+  return Object.freeze({ config, router, pools, routingHeaders: Object.freeze(routingHeaders), traffic });
+}
+
+/** Counters and open tunnels that outlive any one config snapshot; shutdown waits on them. */
+export class Traffic {
+  inflight = 0;
+  draining = false;
+  readonly tunnels = new Set<Socket>();
+  #idleWaiters: (() => void)[] = [];
+
+  exchangeStarted(): void {
+    this.inflight++;
+  }
+
+  exchangeEnded(): void {
+    this.inflight--;
+    if (this.inflight === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  /** Resolves when no HTTP exchange is in flight, or after `timeoutMs`; true when it went idle. */
+  whenIdle(timeoutMs: number): Promise<boolean> {
+    if (this.inflight === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.#idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+}

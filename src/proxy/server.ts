@@ -1,0 +1,98 @@
+// The data-plane HTTP server: accepts downstream requests and runs the phases of DESIGN.md §2.
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Socket, AddressInfo } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { CURRENT_EXCHANGE, Exchange, MeridianResponse, type ExchangeSocket } from './exchange.ts';
+import { upstreamRequestHeaders } from './headers.ts';
+import { KINDS, ProxyError } from './errors.ts';
+import { rejectMalformed } from './client-error.ts';
+import { handleUpgrade } from './websocket.ts';
+import type { DataPlane } from './plane.ts';
+
+/** An incoming `X-Request-Id` is kept when it is a sane token; anything else is replaced. */
+const MAX_REQUEST_ID_LENGTH = 200;
+
+export class ProxyServer {
+  /** Swapped whole on reload; each request reads it once at accept. */
+  plane: DataPlane;
+  readonly server: Server;
+
+  constructor(plane: DataPlane) {
+    this.plane = plane;
+    const { listen, timeouts } = plane.config;
+    this.server = createServer({
+      ServerResponse: MeridianResponse,
+      maxHeaderSize: listen.maxHeaderBytes,
+      headersTimeout: timeouts.requestHeaders,
+      // Uploads to Appwrite can take far longer than any fixed deadline; the idle timer guards stalls instead.
+      requestTimeout: 0,
+      keepAliveTimeout: timeouts.keepAlive,
+      connectionsCheckingInterval: Math.min(1_000, timeouts.requestHeaders),
+      noDelay: true,
+    });
+    this.server.timeout = timeouts.idle;
+    this.server.on('request', this.#onRequest);
+    this.server.on('upgrade', this.#onUpgrade);
+    this.server.on('clientError', rejectMalformed);
+    this.server.on('timeout', onIdleSocket);
+  }
+
+  listen(host: string, port: number): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** Stop accepting, let in-flight exchanges finish up to `timeoutMs`, then cut whatever is left. */
+  async close(timeoutMs: number): Promise<void> {
+    const traffic = this.plane.traffic;
+    traffic.draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    await traffic.whenIdle(timeoutMs);
+    for (const socket of traffic.tunnels) socket.destroy();
+    this.server.closeAllConnections();
+    await closed;
+  }
+
+  #onRequest = (req: IncomingMessage, res: MeridianResponse): void => {
+    const plane = this.plane;
+    plane.traffic.exchangeStarted();
+    const startedAt = performance.now();
+    // While draining, tell keep-alive clients to reconnect elsewhere after this response.
+    if (plane.traffic.draining) res.shouldKeepAlive = false;
+    const exchange = new Exchange(plane, req, res, peerAddress(req.socket), requestIdOf(req), startedAt);
+    exchange.decision = plane.router.route(exchange);
+    exchange.upstreamHeaders = upstreamRequestHeaders(req.rawHeaders, req.headers, exchange, false);
+    if (!exchange.dispatchNext()) exchange.fail(new ProxyError(KINDS.noCandidate));
+  };
+
+  #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    handleUpgrade(this.plane, req, socket as Socket, head);
+  };
+}
+
+/** The socket peer in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4. */
+export function peerAddress(socket: Socket): string {
+  const address = socket.remoteAddress ?? '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+export function requestIdOf(req: IncomingMessage): string {
+  const incoming = req.headers['x-request-id'];
+  return typeof incoming === 'string' && incoming.length > 0 && incoming.length <= MAX_REQUEST_ID_LENGTH ? incoming : randomUUID();
+}
+
+/**
+ * The downstream socket saw no bytes for `timeouts.idle`. That is a stall unless we are the ones
+ * waiting: an upstream still computing its answer is bounded by `timeouts.response` instead.
+ */
+function onIdleSocket(socket: Socket): void {
+  if ((socket as ExchangeSocket)[CURRENT_EXCHANGE]?.awaitingResponse) return;
+  socket.destroy();
+}
