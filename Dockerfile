@@ -1,0 +1,24 @@
+# Meridian, one container per availability zone. Node runs the TypeScript sources directly.
+FROM node:24-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+FROM node:24-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json ./
+COPY src ./src
+COPY geo-data ./geo-data
+# The config is mounted here (a Swarm config or a bind mount); MERIDIAN_REGION/MERIDIAN_ZONE pick the AZ.
+VOLUME ["/etc/meridian"]
+USER node
+# 8080: the proxy. 9090: admin API (metrics, /healthz, /readyz); bind it to 0.0.0.0 in the config to scrape it.
+EXPOSE 8080 9090
+STOPSIGNAL SIGTERM
+# The image has no curl; Node's fetch checks liveness on the admin port from inside the container.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+ENTRYPOINT ["node", "src/cli/index.ts"]
+CMD ["start", "--config", "/etc/meridian/meridian.yaml"]
