@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeridianConfig } from './config/types.ts';
-import { createStaticRouter } from './routing/static-order.ts';
+import { createGeoRouter } from './routing/geo-router.ts';
+import { GeoLocator, DEFAULT_GEO_DATABASES } from './geo/locator.ts';
+import { UploadPins } from './proxy/upload-pins.ts';
 import { UpstreamPools } from './proxy/pools.ts';
 import { createDataPlane, Traffic } from './proxy/plane.ts';
 import { ProxyServer } from './proxy/server.ts';
@@ -20,7 +22,15 @@ export interface Meridian {
 export async function startMeridian(config: MeridianConfig): Promise<Meridian> {
   const traffic = new Traffic();
   const pools = new UpstreamPools();
-  const plane = createDataPlane(config, createStaticRouter(config.topology), pools, traffic);
+  const locator = await GeoLocator.open(config.geo.databases ?? DEFAULT_GEO_DATABASES, {
+    cacheSize: config.geo.cacheSize,
+    onReload: ({ path, ok, error }) =>
+      console.error(ok ? `meridian: geo database ${path} reloaded` : `meridian: geo database ${path} rejected, the previous one keeps serving: ${error?.message}`),
+  });
+  locator.watch();
+  const { ttl, maxEntries } = config.routing.uploadPinning;
+  const uploadPins = new UploadPins(ttl, maxEntries);
+  const plane = createDataPlane(config, createGeoRouter(config), { pools, traffic, locator, uploadPins });
   const proxy = new ProxyServer(plane);
   const admin = createAdminApp({
     ready: () => (traffic.draining ? { ok: false, reason: 'draining' } : { ok: true, reason: 'serving' }),
@@ -32,6 +42,7 @@ export async function startMeridian(config: MeridianConfig): Promise<Meridian> {
     ({ server: adminServer, address: adminAddress } = await listenAdmin(admin, config.admin.host, config.admin.port));
   } catch (err) {
     await proxy.close(0);
+    locator.close();
     throw err;
   }
 
@@ -42,6 +53,7 @@ export async function startMeridian(config: MeridianConfig): Promise<Meridian> {
     if (drainDelay > 0) await sleep(drainDelay);
     await proxy.close(drainTimeout);
     await pools.close();
+    locator.close();
     await new Promise<void>((resolve) => adminServer.close(() => resolve()));
   };
   return {

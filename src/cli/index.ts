@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { runStart } from './start.ts';
 import { runCheck } from './check.ts';
 import { runDemo } from './demo.ts';
+import { runRoute } from './route.ts';
 
 interface Command {
   readonly summary: string;
@@ -26,6 +27,18 @@ const COMMANDS: Record<string, Command> = {
     usage: 'meridian check --config FILE',
     options: { config },
     run: (v) => runCheck(String(v.config ?? '')),
+  },
+  route: {
+    summary: 'explain offline where a client IP would be routed',
+    usage: 'meridian route --config FILE --ip IP [--json] [--host HOST] [--project ID]',
+    options: { config, ip: { type: 'string' }, json: { type: 'boolean' }, host: { type: 'string' }, project: { type: 'string' } },
+    run: (v) => {
+      if (!v.ip) {
+        console.error('meridian route: --ip IP is required');
+        return Promise.resolve(2);
+      }
+      return runRoute({ config: String(v.config), ip: String(v.ip), json: v.json === true, host: v.host as string | undefined, project: v.project as string | undefined });
+    },
   },
   demo: {
     summary: 'run four simulated Appwrite regions on loopback behind Meridian',

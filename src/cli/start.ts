@@ -18,7 +18,15 @@ export async function runStart(path: string): Promise<number> {
 
 /** Runs until a signal arrives; a second signal skips the drain. */
 export async function serve(config: MeridianConfig, onStarted?: () => void): Promise<number> {
-  const meridian = await startMeridian(config);
+  let meridian;
+  try {
+    meridian = await startMeridian(config);
+  } catch (err) {
+    const message = startupProblem(err, config);
+    if (message === null) throw err;
+    console.error(`meridian: ${message}`);
+    return 1;
+  }
   const { self } = config.topology;
   console.log(
     `meridian ${self.region}/${self.zone}: proxy on ${meridian.proxyAddress.address}:${meridian.proxyAddress.port}, ` +
@@ -36,4 +44,14 @@ export async function serve(config: MeridianConfig, onStarted?: () => void): Pro
   await meridian.shutdown();
   console.log('meridian: stopped');
   return 0;
+}
+
+/** A one-line explanation for failures an operator can fix, or null for real bugs (which keep their stack). */
+function startupProblem(err: unknown, config: MeridianConfig): string | null {
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (e.code === 'GEO_DATABASE_INVALID') return e.message;
+  if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+    return `cannot listen on ${e.address ?? ''}:${e.port ?? ''} (${e.code}); check listen and admin in the config (listen.port ${config.listen.port}, admin.port ${config.admin.port})`;
+  }
+  return null;
 }

@@ -3,6 +3,7 @@ import { configSchema, type ParsedConfig } from './schema.ts';
 import { ConfigError, formatPath, type ConfigProblem } from './errors.ts';
 import { catalogLocation } from './catalog.ts';
 import { MIN_WEBSOCKET_IDLE_TIMEOUT_MS } from './defaults.ts';
+import { compileGeo, compileRouting } from './compile-routing.ts';
 import type { Endpoint, MeridianConfig, Region, Topology, Zone } from './types.ts';
 
 /** Environment variables that override the file, so one image and one file serve every AZ. */
@@ -54,6 +55,8 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig 
   }
   return {
     topology,
+    geo: compileGeo(parsed.geo, problems),
+    routing: compileRouting(parsed.routing, new Set(topology.regions.map((r) => r.name)), problems),
     listen: parsed.listen,
     admin: { host: parsed.admin.host, port: parsed.admin.port, token: parsed.admin.token },
     timeouts: parsed.timeouts,
@@ -120,8 +123,9 @@ function resolveLocation(location: readonly [number, number] | string, path: str
   return [0, 0];
 }
 
+/** Freezes plain objects and arrays; compiled matchers (CIDR sets, maps) stay as built and are never mutated. */
 function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value) && (Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype)) {
     Object.freeze(value);
     for (const child of Object.values(value)) deepFreeze(child);
   }

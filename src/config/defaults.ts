@@ -30,3 +30,10 @@ export const DEFAULT_ROUTING_HEADERS = false;
 /** Readiness is already off during the delay, so GeoDNS health checks see it before we stop accepting. */
 export const DEFAULT_DRAIN_DELAY_MS = 5_000;
 export const DEFAULT_DRAIN_TIMEOUT_MS = 25_000;
+
+export const DEFAULT_GEO_CACHE_SIZE = 100_000;
+/** The client already paid to reach us: keep it here unless another region is this much nearer. */
+export const DEFAULT_LOCAL_PREFERENCE_KM = 1_000;
+/** A chunked upload's chunks must reach one region; a pin lives this long after its last chunk. */
+export const DEFAULT_UPLOAD_PIN_TTL_MS = 3_600_000;
+export const DEFAULT_UPLOAD_PIN_ENTRIES = 100_000;

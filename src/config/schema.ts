@@ -39,6 +39,30 @@ const region = z.strictObject({
   zones: z.record(name, zone).refine((zones) => Object.keys(zones).length > 0, 'a region needs at least one zone'),
 });
 
+const oneOrMany = z.union([z.string(), z.array(z.string()).min(1)]).transform((v) => (typeof v === 'string' ? [v] : v));
+
+const fence = z.strictObject({
+  /** Shown in errors and explain output; defaults to `fences[i]`. */
+  name: z.string().optional(),
+  match: z
+    .strictObject({ country: oneOrMany.optional(), continent: oneOrMany.optional() })
+    .refine((m) => m.country !== undefined || m.continent !== undefined, 'match needs country or continent'),
+  regions: z.array(z.string()).min(1),
+  mode: z.enum(['strict', 'preferred']).default('strict'),
+});
+
+const project = z.strictObject({
+  home: z.string(),
+  /** Regions that share the project's data and may serve it after the home region. */
+  regions: z.array(z.string()).default([]),
+});
+
+const hostRule = z.strictObject({
+  /** An exact hostname, or `*.suffix` for every subdomain (custom, function and site domains). */
+  host: z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'a hostname or *.suffix'),
+  region: z.string(),
+});
+
 export const configSchema = z.strictObject({
   self: z.strictObject({ region: z.string(), zone: z.string() }),
   listen: z
@@ -53,6 +77,30 @@ export const configSchema = z.strictObject({
       host: z.string().default(d.DEFAULT_ADMIN_HOST),
       port: port.default(d.DEFAULT_ADMIN_PORT),
       token: z.string().min(16, 'use at least 16 characters').optional(),
+    })
+    .prefault({}),
+  geo: z
+    .strictObject({
+      /** Default: the bundled DB-IP Lite City databases (IPv4 and IPv6). */
+      databases: z.array(z.string().min(1)).min(1).optional(),
+      trustedProxies: z.array(z.string()).default([]),
+      /** A single-value client IP header such as CF-Connecting-IP, honoured only from trusted proxies. */
+      clientIpHeader: z.string().regex(/^[a-z0-9-]+$/i, 'a header name').optional(),
+      cacheSize: z.number().int().min(1).default(d.DEFAULT_GEO_CACHE_SIZE),
+    })
+    .prefault({}),
+  routing: z
+    .strictObject({
+      localPreferenceKm: z.number().min(0).default(d.DEFAULT_LOCAL_PREFERENCE_KM),
+      fences: z.array(fence).default([]),
+      projects: z.record(z.string(), project).default({}),
+      hosts: z.array(hostRule).default([]),
+      uploadPinning: z
+        .strictObject({
+          ttl: duration(d.DEFAULT_UPLOAD_PIN_TTL_MS),
+          maxEntries: z.number().int().min(1).default(d.DEFAULT_UPLOAD_PIN_ENTRIES),
+        })
+        .prefault({}),
     })
     .prefault({}),
   regions: z.record(name, region).refine((regions) => Object.keys(regions).length > 0, 'at least one region is required'),

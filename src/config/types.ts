@@ -1,5 +1,7 @@
 // The compiled, frozen configuration snapshot that the data plane reads.
 
+import type { CidrSet } from '../geo/cidr.ts';
+
 export interface Endpoint {
   /** Position in `Topology.endpoints`; pools and health state are arrays indexed by it. */
   readonly index: number;
@@ -42,8 +44,46 @@ export interface Timeouts {
   readonly keepAlive: number;
 }
 
+export interface GeoSettings {
+  /** null means the bundled DB-IP Lite City databases. */
+  readonly databases: readonly string[] | null;
+  readonly trustedProxies: CidrSet;
+  /** Lower-case header name, or undefined. */
+  readonly clientIpHeader: string | undefined;
+  readonly cacheSize: number;
+}
+
+export interface Fence {
+  readonly name: string;
+  readonly mode: 'strict' | 'preferred';
+  readonly regions: readonly string[];
+  readonly countries: readonly string[];
+  readonly continents: readonly string[];
+}
+
+export interface ProjectAffinity {
+  readonly home: string;
+  /** The home region first, then the regions sharing its data. */
+  readonly regions: readonly string[];
+}
+
+export interface RoutingPolicy {
+  readonly localPreferenceKm: number;
+  readonly fences: readonly Fence[];
+  /** Country code → fence, then continent code → fence; the first matching fence in file order wins. */
+  readonly fenceByCountry: ReadonlyMap<string, Fence>;
+  readonly fenceByContinent: ReadonlyMap<string, Fence>;
+  readonly projects: ReadonlyMap<string, ProjectAffinity>;
+  readonly hostRegions: ReadonlyMap<string, string>;
+  /** `*.suffix` rules as `[".suffix", region]`, longest suffix first. */
+  readonly hostSuffixRegions: readonly (readonly [string, string])[];
+  readonly uploadPinning: { readonly ttl: number; readonly maxEntries: number };
+}
+
 export interface MeridianConfig {
   readonly topology: Topology;
+  readonly geo: GeoSettings;
+  readonly routing: RoutingPolicy;
   readonly listen: { readonly host: string; readonly port: number; readonly maxHeaderBytes: number };
   readonly admin: { readonly host: string; readonly port: number; readonly token: string | undefined };
   readonly timeouts: Timeouts;

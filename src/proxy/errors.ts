@@ -74,13 +74,18 @@ export function translateUpstreamError(err: unknown): ProxyError {
   }
 }
 
+/** The Appwrite-shaped JSON body of a Meridian error, shared by every path that answers with one. */
+export function errorBody(error: ProxyError): string {
+  return JSON.stringify({ message: error.message, code: error.status, type: error.kind.type, version: MERIDIAN_VERSION });
+}
+
 /** Appwrite-shaped JSON error with CORS headers, so browser SDKs can read why a request failed. */
 export function sendError(req: IncomingMessage, res: ServerResponse, error: ProxyError, requestId: string | undefined): void {
   if (res.headersSent || res.destroyed) {
     res.destroy();
     return;
   }
-  const body = JSON.stringify({ message: error.message, code: error.status, type: error.kind.type, version: MERIDIAN_VERSION });
+  const body = errorBody(error);
   const headers: Record<string, string | number> = {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),

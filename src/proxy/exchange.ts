@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { Endpoint } from '../config/types.ts';
+import type { GeoLocation } from '../geo/database.ts';
 import type { RouteDecision, RouteFacts } from '../routing/types.ts';
 import type { DataPlane } from './plane.ts';
 import { downstreamResponseHeaders, type ForwardingFacts } from './headers.ts';
@@ -21,7 +22,7 @@ type Controller = Dispatcher.DispatchController;
 export const CURRENT_EXCHANGE = Symbol('meridian.exchange');
 export type ExchangeSocket = Socket & { [CURRENT_EXCHANGE]?: Exchange | null };
 
-const NO_DECISION: RouteDecision = Object.freeze({ candidates: Object.freeze([]), reason: 'not routed' });
+const NO_DECISION: RouteDecision = Object.freeze({ candidates: [], regions: [], home: null, reason: 'not routed', fence: null, misrouteNearest: null });
 
 /**
  * Fields are filled in phase order by the server (client-ip, route, headers) before the first
@@ -40,6 +41,9 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   /** The downstream request when it has a body, streamed upstream as it arrives. */
   readonly body: IncomingMessage | null;
   clientIp: string;
+  location: GeoLocation | null = null;
+  project: string | undefined = undefined;
+  pinnedRegion: string | undefined = undefined;
   proto = 'http';
   forwardedHost: string | undefined;
   decision: RouteDecision = NO_DECISION;
@@ -102,6 +106,9 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     this.awaitingResponse = false;
     this.responseStarted = true;
     this.status = statusCode;
+    if (statusCode < 400 && this.req.headers['content-range'] !== undefined) {
+      this.plane.uploadPins.served(this.req.headers, this.clientIp, this.req.url ?? '/', this.endpoint!.region);
+    }
     const extra = this.plane.routingHeaders[this.endpoint!.index];
     this.res.writeHead(statusCode, statusMessage || undefined, downstreamResponseHeaders(headers, extra));
   }

@@ -3,6 +3,8 @@ import type { MeridianConfig } from '../config/types.ts';
 import type { Router } from '../routing/types.ts';
 import type { UpstreamPools } from './pools.ts';
 import type { Socket } from 'node:net';
+import type { GeoLocator } from '../geo/locator.ts';
+import type { UploadPins } from './upload-pins.ts';
 
 /** Built once per config load and swapped as one reference; requests keep the snapshot they started with. */
 export interface DataPlane {
@@ -12,14 +14,25 @@ export interface DataPlane {
   /** Per endpoint index: the routing response headers, or null when they are turned off. */
   readonly routingHeaders: readonly (readonly string[] | null)[];
   readonly traffic: Traffic;
+  readonly locator: GeoLocator;
+  readonly uploadPins: UploadPins;
 }
 
-export function createDataPlane(config: MeridianConfig, router: Router, pools: UpstreamPools, traffic: Traffic): DataPlane {
+/** Long-lived parts that a new snapshot reuses. */
+export interface DataPlaneParts {
+  readonly pools: UpstreamPools;
+  readonly traffic: Traffic;
+  readonly locator: GeoLocator;
+  readonly uploadPins: UploadPins;
+}
+
+export function createDataPlane(config: MeridianConfig, router: Router, parts: DataPlaneParts): DataPlane {
+  const { pools } = parts;
   pools.sync(config.topology.endpoints, config.timeouts);
   const routingHeaders = config.topology.endpoints.map((e) =>
     config.headers.routingHeaders ? Object.freeze(['x-meridian-region', e.region, 'x-meridian-zone', e.zone]) : null,
   );
-  return Object.freeze({ config, router, pools, routingHeaders: Object.freeze(routingHeaders), traffic });
+  return Object.freeze({ ...parts, config, router, routingHeaders: Object.freeze(routingHeaders) });
 }
 
 /** Counters and open tunnels that outlive any one config snapshot; shutdown waits on them. */

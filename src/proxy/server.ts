@@ -9,6 +9,7 @@ import { KINDS, ProxyError } from './errors.ts';
 import { rejectMalformed } from './client-error.ts';
 import { handleUpgrade } from './websocket.ts';
 import type { DataPlane } from './plane.ts';
+import { resolveClientIp } from '../geo/client-ip.ts';
 
 /** An incoming `X-Request-Id` is kept when it is a sane token; anything else is replaced. */
 const MAX_REQUEST_ID_LENGTH = 200;
@@ -67,6 +68,11 @@ export class ProxyServer {
     // While draining, tell keep-alive clients to reconnect elsewhere after this response.
     if (plane.traffic.draining) res.shouldKeepAlive = false;
     const exchange = new Exchange(plane, req, res, peerAddress(req.socket), requestIdOf(req), startedAt);
+    identifyClient(exchange, plane);
+    exchange.location = plane.locator.locate(exchange.clientIp);
+    const headers = req.headers;
+    exchange.project = projectOf(req, plane);
+    if (headers['content-range'] !== undefined) exchange.pinnedRegion = plane.uploadPins.regionFor(headers, exchange.clientIp, req.url ?? '/');
     exchange.decision = plane.router.route(exchange);
     exchange.upstreamHeaders = upstreamRequestHeaders(req.rawHeaders, req.headers, exchange, false);
     if (!exchange.dispatchNext()) exchange.fail(new ProxyError(KINDS.noCandidate));
@@ -75,6 +81,33 @@ export class ProxyServer {
   #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     handleUpgrade(this.plane, req, socket as Socket, head);
   };
+}
+
+/**
+ * client-ip phase. Only a trusted peer may speak for the client (X-Forwarded-For, the single client IP header)
+ * and for the original scheme and host; anyone else gets its own socket address.
+ */
+function identifyClient(exchange: Exchange, plane: DataPlane): void {
+  const { trustedProxies, clientIpHeader } = plane.config.geo;
+  const peer = exchange.peerIp;
+  if (!trustedProxies.has(peer)) return;
+  const headers = exchange.req.headers;
+  const single = clientIpHeader === undefined ? undefined : headers[clientIpHeader];
+  exchange.clientIp = resolveClientIp(peer, headers['x-forwarded-for'], trustedProxies, typeof single === 'string' ? single : undefined);
+  if (headers['x-forwarded-proto'] === 'https') exchange.proto = 'https';
+  const forwardedHost = headers['x-forwarded-host'];
+  if (typeof forwardedHost === 'string' && forwardedHost !== '') exchange.forwardedHost = forwardedHost;
+}
+
+/** `X-Appwrite-Project`, else the `project` query parameter (realtime and downloads), looked up only if projects have affinity. */
+function projectOf(req: IncomingMessage, plane: DataPlane): string | undefined {
+  const header = req.headers['x-appwrite-project'];
+  if (typeof header === 'string') return header;
+  if (plane.config.routing.projects.size === 0) return undefined;
+  const url = req.url ?? '';
+  const query = url.indexOf('?');
+  if (query === -1) return undefined;
+  return new URLSearchParams(url.slice(query + 1)).get('project') ?? undefined;
 }
 
 /** The socket peer in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4. */

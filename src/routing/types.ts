@@ -1,16 +1,36 @@
 // The contract between the data plane and whatever orders candidates for a request.
-import type { Endpoint } from '../config/types.ts';
+import type { Endpoint, Fence } from '../config/types.ts';
+import type { GeoLocation } from '../geo/database.ts';
 
 /** What the data plane knows about a request when it asks for candidates. */
 export interface RouteFacts {
   readonly clientIp: string;
   readonly host: string | undefined;
+  readonly location: GeoLocation | null;
+  /** Appwrite project id from `X-Appwrite-Project` or the `project` query parameter. */
+  readonly project: string | undefined;
+  /** The region a chunked upload is pinned to, when the data plane has one for this request. */
+  readonly pinnedRegion: string | undefined;
+}
+
+/** One region in the order it would be tried, with what explain shows about it. */
+export interface RegionChoice {
+  readonly region: string;
+  /** Great-circle distance from the client, or null when the location is unknown. */
+  readonly distanceKm: number | null;
+  /** False for regions outside a preferred fence, tried only after the allowed ones. */
+  readonly allowed: boolean;
 }
 
 export interface RouteDecision {
   /** Endpoints in the order they should be tried. */
   readonly candidates: readonly Endpoint[];
+  readonly regions: readonly RegionChoice[];
+  readonly home: string | null;
   readonly reason: string;
+  readonly fence: Fence | null;
+  /** The nearest allowed region when it is not this one by more than `localPreferenceKm` (GeoDNS sent the client wrong). */
+  readonly misrouteNearest: string | null;
 }
 
 export interface Router {

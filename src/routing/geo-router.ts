@@ -1,0 +1,149 @@
+// Orders candidates by geography (DESIGN.md §3): home region, its zones, then the other allowed regions.
+// Decisions are memoized per cached location object and per affinity, so a warm request only does lookups.
+import type { Fence, MeridianConfig, Region } from '../config/types.ts';
+import type { GeoLocation } from '../geo/database.ts';
+import { greatCircleKm } from '../geo/distance.ts';
+import type { RegionChoice, RouteDecision, RouteFacts, Router } from './types.ts';
+
+type Affinity = { readonly kind: 'project' | 'host' | 'upload'; readonly key: string; readonly regions: readonly string[] };
+/** One affinity key's decisions: for an unknown location, and per cached location object. */
+type AffinityMemo = { unknown: RouteDecision | undefined; readonly byLocation: WeakMap<GeoLocation, RouteDecision> };
+
+export function createGeoRouter(config: MeridianConfig): GeoRouter {
+  return new GeoRouter(config);
+}
+
+export class GeoRouter implements Router {
+  readonly #config: MeridianConfig;
+  readonly #byLocation = new WeakMap<GeoLocation, RouteDecision>();
+  readonly #unknown: RouteDecision;
+  /** Affinity decisions by kind, then key (a project id or a region name: bounded by the config), then location. */
+  readonly #byAffinity = { upload: new Map<string, AffinityMemo>(), project: new Map<string, AffinityMemo>(), host: new Map<string, AffinityMemo>() };
+  readonly #hasHostRules: boolean;
+
+  constructor(config: MeridianConfig) {
+    this.#config = config;
+    this.#unknown = decide(config, null, null);
+    this.#hasHostRules = config.routing.hostRegions.size > 0 || config.routing.hostSuffixRegions.length > 0;
+  }
+
+  route(facts: RouteFacts): RouteDecision {
+    if (facts.pinnedRegion !== undefined) return this.#withAffinity(facts, 'upload', facts.pinnedRegion, [facts.pinnedRegion]);
+    if (facts.project !== undefined) {
+      const project = this.#config.routing.projects.get(facts.project);
+      if (project !== undefined) return this.#withAffinity(facts, 'project', facts.project, project.regions);
+    }
+    if (this.#hasHostRules && facts.host !== undefined) {
+      const region = hostRegion(this.#config, facts.host);
+      if (region !== null) return this.#withAffinity(facts, 'host', region, [region]);
+    }
+    const location = facts.location;
+    if (location === null) return this.#unknown;
+    let decision = this.#byLocation.get(location);
+    if (decision === undefined) {
+      decision = decide(this.#config, location, null);
+      this.#byLocation.set(location, decision);
+    }
+    return decision;
+  }
+
+  #withAffinity(facts: RouteFacts, kind: Affinity['kind'], key: string, regions: readonly string[]): RouteDecision {
+    const byKey = this.#byAffinity[kind];
+    let memo = byKey.get(key);
+    if (memo === undefined) byKey.set(key, (memo = { unknown: undefined, byLocation: new WeakMap() }));
+    const location = facts.location;
+    // Affinity fixes the home region; the client's location still picks its fence and orders the other regions.
+    if (location === null) return (memo.unknown ??= decide(this.#config, null, { kind, key, regions }));
+    let decision = memo.byLocation.get(location);
+    if (decision === undefined) {
+      decision = decide(this.#config, location, { kind, key, regions });
+      memo.byLocation.set(location, decision);
+    }
+    return decision;
+  }
+}
+
+/** The region a host rule assigns, ignoring any `:port`; exact names win over `*.suffix` rules. */
+export function hostRegion(config: MeridianConfig, host: string): string | null {
+  const { hostRegions, hostSuffixRegions } = config.routing;
+  const colon = host.lastIndexOf(':');
+  const name = (colon > host.lastIndexOf(']') ? host.slice(0, colon) : host).toLowerCase();
+  const exact = hostRegions.get(name);
+  if (exact !== undefined) return exact;
+  for (const [suffix, region] of hostSuffixRegions) if (name.endsWith(suffix)) return region;
+  return null;
+}
+
+export function fenceFor(config: MeridianConfig, location: GeoLocation | null): Fence | null {
+  if (location === null) return null;
+  const { fenceByCountry, fenceByContinent } = config.routing;
+  return (location.country !== null ? fenceByCountry.get(location.country) : undefined) ?? (location.continent !== null ? fenceByContinent.get(location.continent) : undefined) ?? null;
+}
+
+/** The full decision for one location and affinity: pure, and only run when not memoized. */
+export function decide(config: MeridianConfig, location: GeoLocation | null, affinity: Affinity | null): RouteDecision {
+  const { topology, routing } = config;
+  const fence = fenceFor(config, location);
+  const self = topology.self.region;
+  // Without a client location, distances are measured from this instance's region.
+  const origin: { lat: number; lon: number } = location ?? topology.regions.find((r) => r.name === self)!;
+  const km = new Map(topology.regions.map((r) => [r.name, greatCircleKm(origin.lat, origin.lon, r.lat, r.lon)]));
+  const byDistance = (a: Region, b: Region): number => km.get(a.name)! - km.get(b.name)!;
+
+  const fenced = fence === null ? topology.regions : topology.regions.filter((r) => fence.regions.includes(r.name));
+  // Affinity narrows the set to the regions that hold the data; a fence can only narrow it further.
+  const affine = affinity === null ? topology.regions : affinity.regions.map((name) => topology.regions.find((r) => r.name === name)).filter((r) => r !== undefined);
+  const allowed = affinity === null ? fenced : affine.filter((r) => fenced.includes(r));
+  const nearest = [...allowed].sort(byDistance)[0];
+  const local = allowed.find((r) => r.name === self);
+
+  let home: Region | undefined;
+  let reason: string;
+  if (affinity !== null) {
+    home = allowed[0];
+    reason = home ? `${affinity.kind} affinity (${affinity.key}) → ${home.name}` : `${affinity.kind} affinity (${affinity.key}) has no region allowed here`;
+  } else if (location === null) {
+    home = local ?? nearest;
+    reason = `location unknown → ${home === local ? 'local region' : 'nearest allowed region to this instance'} ${home?.name ?? '(none)'}`;
+  } else if (local !== undefined && nearest !== undefined && km.get(self)! - km.get(nearest.name)! <= routing.localPreferenceKm) {
+    home = local;
+    reason = local === nearest ? `nearest region ${self} (${Math.round(km.get(self)!)} km)` : `local preference: ${self} is within ${routing.localPreferenceKm} km of nearest ${nearest.name}`;
+  } else {
+    home = nearest;
+    reason = home ? `nearest allowed region ${home.name} (${Math.round(km.get(home.name)!)} km)` : 'no region allowed';
+  }
+  if (fence !== null) reason += `; fence ${fence.name} (${fence.mode}) allows ${fence.regions.join(', ')}`;
+
+  const ordered: Region[] = home ? [home] : [];
+  for (const r of [...allowed].sort(byDistance)) if (r !== home) ordered.push(r);
+  const regions: RegionChoice[] = ordered.map((r) => ({ region: r.name, distanceKm: location ? km.get(r.name)! : null, allowed: true }));
+  // A preferred fence spills to the rest of the world (or of the affinity's regions) only after every allowed region;
+  // strict never does. An upload that spilled must keep reaching the region that holds it.
+  if (fence?.mode === 'preferred') {
+    for (const r of affine.filter((r) => !fenced.includes(r)).sort(byDistance)) {
+      ordered.push(r);
+      regions.push({ region: r.name, distanceKm: location ? km.get(r.name)! : null, allowed: false });
+    }
+  }
+
+  const candidates = ordered.flatMap((r) => zonesInOrder(r, topology.self).flatMap((z) => z.endpoints));
+  // The GeoDNS signal is about geography alone, so affinity does not count: only the fence narrows it.
+  const geoNearest = affinity === null ? nearest : [...fenced].sort(byDistance)[0];
+  const geoLocal = fenced.some((r) => r.name === self);
+  const misroute =
+    location !== null && geoNearest !== undefined && geoNearest.name !== self && (!geoLocal || km.get(self)! - km.get(geoNearest.name)! > routing.localPreferenceKm);
+  return Object.freeze({
+    candidates: Object.freeze(candidates),
+    regions: Object.freeze(regions),
+    home: home?.name ?? null,
+    reason,
+    fence,
+    misrouteNearest: misroute ? geoNearest.name : null,
+  });
+}
+
+/** The local zone first in the local region; elsewhere config order (RTT ordering arrives with health). */
+function zonesInOrder(region: Region, self: { region: string; zone: string }): Region['zones'] {
+  if (region.name !== self.region) return region.zones;
+  return [...region.zones.filter((z) => z.name === self.zone), ...region.zones.filter((z) => z.name !== self.zone)];
+}
