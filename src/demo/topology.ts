@@ -42,6 +42,8 @@ export function demoConfig(origins: DemoOrigins, ports: DemoPorts = {}): ConfigI
     self: { ...DEMO_SELF },
     listen: { host: DEMO_LISTEN_HOST, port: ports.listenPort ?? DEFAULT_LISTEN_PORT },
     admin: { host: DEFAULT_ADMIN_HOST, port: ports.adminPort ?? DEFAULT_ADMIN_PORT },
+    // Loopback stands in for a trusted load balancer, so `curl -H 'X-Forwarded-For: …'` plays any client.
+    geo: { trustedProxies: ['127.0.0.0/8', '::1'] },
     regions,
     // The routing headers let a newcomer see with `curl -i` which region and zone answered.
     headers: { routingHeaders: true },
