@@ -64,7 +64,12 @@ export function upstreamRequestHeaders(
       if (name === 'x-forwarded-for') incomingForwardedFor = incomingForwardedFor === '' ? raw[i + 1] : `${incomingForwardedFor}, ${raw[i + 1]}`;
       continue;
     }
-    if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === 'upgrade' || name === 'connection'))) continue;
+    // A WebSocket handshake needs both, even when Connection also names Upgrade (`keep-alive, Upgrade` from Firefox).
+    if (keepUpgrade && (name === 'upgrade' || name === 'connection')) {
+      out.push(raw[i], raw[i + 1]);
+      continue;
+    }
+    if (HOP_BY_HOP.has(name)) continue;
     if (named !== null && named.has(name)) continue;
     if (name.startsWith('proxy-')) continue;
     out.push(raw[i], raw[i + 1]);
