@@ -3,6 +3,7 @@ import { loadConfigFile } from '../config/load.ts';
 import { ConfigError } from '../config/errors.ts';
 import { normalizeIp } from '../geo/client-ip.ts';
 import { DEFAULT_GEO_DATABASES, GeoLocator } from '../geo/locator.ts';
+import { GeoDatabaseError } from '../geo/database.ts';
 import { createGeoRouter } from '../routing/geo-router.ts';
 import { explainRoute, formatExplanation } from '../routing/explain.ts';
 
@@ -28,7 +29,15 @@ export async function runRoute(options: RouteOptions): Promise<number> {
     console.error(err.message);
     return 1;
   }
-  const locator = await GeoLocator.open(config.geo.databases ?? DEFAULT_GEO_DATABASES, { cacheSize: 1 });
+  let locator: GeoLocator;
+  try {
+    locator = await GeoLocator.open(config.geo.databases ?? DEFAULT_GEO_DATABASES, { cacheSize: 1 });
+  } catch (err) {
+    // A missing or corrupt database is the operator's to fix: one line, like a config error.
+    if (!(err instanceof GeoDatabaseError)) throw err;
+    console.error(`meridian route: ${err.message}`);
+    return 1;
+  }
   const location = locator.locate(ip);
   const decision = createGeoRouter(config).route({ clientIp: ip, host: options.host, location, project: options.project, pinnedRegion: undefined });
   const explanation = explainRoute(ip, location, decision);

@@ -72,7 +72,7 @@ function buildTopology(parsed: ParsedConfig, problems: ConfigProblem[]): Topolog
   const regions: Region[] = [];
   for (const [regionName, region] of Object.entries(parsed.regions)) {
     const where = `regions.${regionName}`;
-    const location = resolveLocation(region.location, `${where}.location`, problems);
+    const location = resolveLocation(region.location);
     const zones: Zone[] = [];
     for (const [zoneName, zone] of Object.entries(region.zones)) {
       const zoneEndpoints: Endpoint[] = [];
@@ -105,22 +105,15 @@ function buildTopology(parsed: ParsedConfig, problems: ConfigProblem[]): Topolog
     regions.push({ name: regionName, lat: location[0], lon: location[1], publicHost: region.publicHost, zones });
   }
 
-  const self = parsed.self;
-  const home = regions.find((r) => r.name === self.region);
-  if (!home) {
-    problems.push({ path: 'self.region', message: `"${self.region}" is not one of the regions (${regions.map((r) => r.name).join(', ')})` });
-  } else if (!home.zones.some((z) => z.name === self.zone)) {
-    problems.push({ path: 'self.zone', message: `"${self.zone}" is not a zone of ${home.name} (${home.zones.map((z) => z.name).join(', ')})` });
-  }
-  return { self, regions, endpoints };
+  // The schema has already checked that `self` names a region and one of its zones.
+  return { self: parsed.self, regions, endpoints };
 }
 
-function resolveLocation(location: readonly [number, number] | string, path: string, problems: ConfigProblem[]): readonly [number, number] {
+/** The schema accepts only catalog names that exist. */
+function resolveLocation(location: readonly [number, number] | string): readonly [number, number] {
   if (typeof location !== 'string') return location;
-  const entry = catalogLocation(location);
-  if (entry) return [entry.lat, entry.lon];
-  problems.push({ path, message: `unknown catalog region "${location}" (see geo-data/regions.json), or give [lat, lon]` });
-  return [0, 0];
+  const entry = catalogLocation(location)!;
+  return [entry.lat, entry.lon];
 }
 
 /** Freezes plain objects and arrays; compiled matchers (CIDR sets, maps) stay as built and are never mutated. */

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';
 import * as d from './defaults.ts';
+import { catalogLocation } from './catalog.ts';
 
 const port = z.number().int().min(0).max(65_535);
 const name = z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, "-" and "_"');
@@ -34,7 +35,12 @@ const zone = z.strictObject({
 
 const region = z.strictObject({
   /** `[lat, lon]` or a catalog name such as `aws:us-west-2` from geo-data/regions.json. */
-  location: z.union([z.tuple([z.number().min(-90).max(90), z.number().min(-180).max(180)]), z.string()]),
+  location: z.union([
+    z.tuple([z.number().min(-90).max(90), z.number().min(-180).max(180)]),
+    z.string().refine((name) => catalogLocation(name) !== undefined, {
+      error: (issue) => `unknown catalog region ${JSON.stringify(issue.input)} (see geo-data/regions.json), or give [lat, lon]`,
+    }),
+  ]),
   publicHost: z.string().optional(),
   zones: z.record(name, zone).refine((zones) => Object.keys(zones).length > 0, 'a region needs at least one zone'),
 });
@@ -62,6 +68,29 @@ const hostRule = z.strictObject({
   host: z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'a hostname or *.suffix'),
   region: z.string(),
 });
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/**
+ * `self` must name a region and one of its zones. It runs even when other fields failed (`when`), on whatever
+ * parsed, so that one run of `meridian check` lists this mistake together with every other.
+ */
+function selfInTopology(config: { self: unknown; regions: unknown }, ctx: z.RefinementCtx): void {
+  const { self, regions } = config;
+  if (!isRecord(self) || typeof self.region !== 'string' || typeof self.zone !== 'string' || !isRecord(regions)) return;
+  if (!Object.hasOwn(regions, self.region)) {
+    const names = Object.keys(regions).join(', ');
+    ctx.addIssue({ code: 'custom', path: ['self', 'region'], message: `"${self.region}" is not one of the regions (${names})` });
+    return;
+  }
+  const zones = (regions[self.region] as { zones?: unknown } | null)?.zones;
+  if (isRecord(zones) && !Object.hasOwn(zones, self.zone)) {
+    const names = Object.keys(zones).join(', ');
+    ctx.addIssue({ code: 'custom', path: ['self', 'zone'], message: `"${self.zone}" is not a zone of ${self.region} (${names})` });
+  }
+}
 
 export const configSchema = z.strictObject({
   self: z.strictObject({ region: z.string(), zone: z.string() }),
@@ -131,7 +160,7 @@ export const configSchema = z.strictObject({
       drainTimeout: duration(d.DEFAULT_DRAIN_TIMEOUT_MS),
     })
     .prefault({}),
-});
+}).superRefine(selfInTopology, { when: () => true });
 
 /** The config file as written, before compiling. */
 export type ConfigInput = z.input<typeof configSchema>;

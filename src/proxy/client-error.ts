@@ -2,6 +2,7 @@
 import type { Duplex } from 'node:stream';
 import { KINDS, type ProxyErrorKind } from './errors.ts';
 import { MERIDIAN_VERSION } from '../version.ts';
+import { CURRENT_EXCHANGE, type ExchangeSocket } from './exchange.ts';
 
 const REASONS: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
 
@@ -22,11 +23,28 @@ for (const kind of [KINDS.badRequest, KINDS.requestTimeout, KINDS.headersTooLarg
   );
 }
 
+/** Sockets already being answered: the dead parser reports the same error again for every later packet. */
+const rejecting = new WeakSet<Duplex>();
+
 /** `clientError` listener: the parser rejected the request (bad line, CL/TE conflict, huge headers). */
 export function rejectMalformed(err: Error & { code?: string }, socket: Duplex): void {
+  if (rejecting.has(socket)) return;
   if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy();
     return;
   }
-  socket.end(RESPONSES.get(kindFor(err.code)));
+  rejecting.add(socket);
+  const response = RESPONSES.get(kindFor(err.code));
+  const owed = (socket as ExchangeSocket)[CURRENT_EXCHANGE];
+  if (owed == null || !owed.req.complete) {
+    // Nothing in flight, or the bad bytes are this request's own body: the 400 answers it, unless an answer already began.
+    if (owed?.res.headersSent) socket.destroy();
+    else socket.end(response);
+    return;
+  }
+  // A pipelined request behind one still being answered: a 400 written now would be read as the answer to the earlier one.
+  owed.res.once('close', () => {
+    // Not writable means node is already closing the connection after that response (or it was cut).
+    if (socket.writable) socket.end(response);
+  });
 }

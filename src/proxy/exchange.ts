@@ -142,13 +142,27 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       process.nextTick(failOver, this);
       return;
     }
-    sendError(this.req, res, error, this.requestId);
+    this.fail(error);
   }
 
   /** Answer with a Meridian error before or instead of any upstream response. */
   fail(error: ProxyError): void {
-    this.error = error;
-    sendError(this.req, this.res, error, this.requestId);
+    const answer = this.#fenceExhausted(error) ?? error;
+    this.error = answer;
+    sendError(this.req, this.res, answer, this.requestId);
+  }
+
+  /**
+   * A strict fence whose candidates are all used up answers 503 naming the fence (DESIGN.md §3), not the last
+   * upstream's error: the client must learn that other regions exist but may not serve it.
+   */
+  #fenceExhausted(error: ProxyError): ProxyError | null {
+    const { fence, candidates } = this.decision;
+    if (fence === null || fence.mode !== 'strict' || this.candidate + 1 < candidates.length) return null;
+    // Only a failure that would have moved on to another region counts; the client's own faults keep their answer.
+    if (!error.kind.nothingSent || error.kind.source === 'downstream') return null;
+    const message = `No region allowed for this client could serve the request: fence ${fence.name} (strict) keeps it in ${fence.regions.join(', ')}.`;
+    return new ProxyError(KINDS.fenceExhausted, error, message);
   }
 
   resumeUpstream(): void {

@@ -31,6 +31,8 @@ export class ProxyServer {
       keepAliveTimeout: timeouts.keepAlive,
       connectionsCheckingInterval: Math.min(1_000, timeouts.requestHeaders),
       noDelay: true,
+      // Checked in #onRequest instead: node's own check answers with a bare 400, not our JSON error.
+      requireHostHeader: false,
     });
     this.server.timeout = timeouts.idle;
     this.server.on('request', this.#onRequest);
@@ -68,6 +70,12 @@ export class ProxyServer {
     // While draining, tell keep-alive clients to reconnect elsewhere after this response.
     if (plane.traffic.draining) res.shouldKeepAlive = false;
     const exchange = new Exchange(plane, req, res, peerAddress(req.socket), requestIdOf(req), startedAt);
+    if (req.headers.host === undefined && req.httpVersionMinor === 1) {
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host is malformed, and Appwrite routes by Host.
+      res.shouldKeepAlive = false;
+      exchange.fail(new ProxyError(KINDS.badRequest));
+      return;
+    }
     identifyClient(exchange, plane);
     exchange.location = plane.locator.locate(exchange.clientIp);
     const headers = req.headers;

@@ -1,0 +1,108 @@
+// Per-endpoint health: active up/down with rise/fall thresholds, passive ejections, RTT EWMA, and the
+// immutable snapshot the router reads. Time is passed in, so the state machine is testable without timers.
+
+export interface HealthThresholds {
+  /** Consecutive passing probes that bring a down endpoint up. */
+  readonly rise: number;
+  /** Consecutive failing probes that take an up endpoint down. */
+  readonly fall: number;
+}
+
+/** What routing sees: frozen, swapped whole on every change, read without locks. */
+export interface HealthSnapshot {
+  readonly version: number;
+  /** By endpoint index: up by the active checks and not ejected. */
+  readonly usable: readonly boolean[];
+  /** By endpoint index: smoothed probe round-trip in ms, or null before the first probe. */
+  readonly rttMs: readonly (number | null)[];
+}
+
+export type HealthChange =
+  | { readonly kind: 'up' | 'down'; readonly index: number; readonly reason: string }
+  | { readonly kind: 'ejected'; readonly index: number; readonly until: number; readonly times: number }
+  | { readonly kind: 'returned'; readonly index: number };
+
+/** Weight of the newest RTT sample; ~0.3 follows a real shift within a few probes without chasing noise. */
+const RTT_ALPHA = 0.3;
+
+export class HealthState {
+  readonly up: boolean[];
+  readonly rttMs: (number | null)[];
+  readonly ejectedUntil: number[];
+  readonly timesEjected: number[];
+  readonly lastProbe: ({ at: number; ok: boolean; detail: string } | null)[];
+  #streak: number[];
+  #snapshot: HealthSnapshot;
+  readonly #thresholds: HealthThresholds;
+  readonly #listeners: ((change: HealthChange, snapshot: HealthSnapshot) => void)[] = [];
+
+  /** Endpoints start up, as HAProxy's do: traffic flows at boot and the first probe runs at once. */
+  constructor(endpointCount: number, thresholds: HealthThresholds) {
+    this.#thresholds = thresholds;
+    this.up = Array.from({ length: endpointCount }, () => true);
+    this.rttMs = Array.from({ length: endpointCount }, () => null);
+    this.ejectedUntil = Array.from({ length: endpointCount }, () => 0);
+    this.timesEjected = Array.from({ length: endpointCount }, () => 0);
+    this.lastProbe = Array.from({ length: endpointCount }, () => null);
+    // Positive: consecutive passes; negative: consecutive failures.
+    this.#streak = Array.from({ length: endpointCount }, () => 0);
+    this.#snapshot = this.#build(0);
+  }
+
+  get snapshot(): HealthSnapshot {
+    return this.#snapshot;
+  }
+
+  onChange(listener: (change: HealthChange, snapshot: HealthSnapshot) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  isEjected(index: number): boolean {
+    return this.ejectedUntil[index] !== 0;
+  }
+
+  /** One active probe result. A passing probe after the ejection time also returns an ejected endpoint. */
+  probe(index: number, ok: boolean, rttMs: number | null, now: number, detail: string): void {
+    this.lastProbe[index] = { at: now, ok, detail };
+    if (ok && rttMs !== null) {
+      const previous = this.rttMs[index];
+      this.rttMs[index] = previous === null ? rttMs : previous + RTT_ALPHA * (rttMs - previous);
+    }
+    const streak = this.#streak[index];
+    this.#streak[index] = ok ? (streak > 0 ? streak + 1 : 1) : streak < 0 ? streak - 1 : -1;
+    if (ok && this.ejectedUntil[index] !== 0 && now >= this.ejectedUntil[index]) {
+      this.ejectedUntil[index] = 0;
+      this.#changed({ kind: 'returned', index });
+    }
+    if (!this.up[index] && this.#streak[index] >= this.#thresholds.rise) {
+      this.up[index] = true;
+      this.#changed({ kind: 'up', index, reason: `${this.#thresholds.rise} passing checks` });
+    } else if (this.up[index] && -this.#streak[index] >= this.#thresholds.fall) {
+      this.up[index] = false;
+      this.#changed({ kind: 'down', index, reason: `${this.#thresholds.fall} failing checks: ${detail}` });
+    }
+  }
+
+  /** Passive outlier ejection; the endpoint comes back with the first passing probe after `until`. */
+  eject(index: number, until: number): void {
+    this.timesEjected[index]++;
+    this.ejectedUntil[index] = until;
+    this.#changed({ kind: 'ejected', index, until, times: this.timesEjected[index] });
+  }
+
+  ejectedCount(): number {
+    let count = 0;
+    for (const until of this.ejectedUntil) if (until !== 0) count++;
+    return count;
+  }
+
+  #changed(change: HealthChange): void {
+    this.#snapshot = this.#build(this.#snapshot.version + 1);
+    for (const listener of this.#listeners) listener(change, this.#snapshot);
+  }
+
+  #build(version: number): HealthSnapshot {
+    const usable = this.up.map((up, i) => up && this.ejectedUntil[i] === 0);
+    return Object.freeze({ version, usable: Object.freeze(usable), rttMs: Object.freeze([...this.rttMs]) });
+  }
+}
