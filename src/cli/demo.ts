@@ -22,7 +22,7 @@ export async function runDemo(): Promise<number> {
   try {
     const config = compileDemoConfig(backends, ports);
     // serve reports a taken port in one line and returns 1.
-    return await serve(config, () => console.log(demoBanner(config)));
+    return await serve(config, { onStarted: () => console.log(demoBanner(config)) });
   } catch (err) {
     // For example MERIDIAN_REGION naming a region the demo does not have.
     if (!(err instanceof ConfigError)) throw err;

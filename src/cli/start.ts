@@ -13,14 +13,20 @@ export async function runStart(path: string): Promise<number> {
     console.error(err.message);
     return 1;
   }
-  return serve(config);
+  return serve(config, { configPath: path });
 }
 
 /** Runs until a signal arrives; a second signal skips the drain. */
-export async function serve(config: MeridianConfig, onStarted?: () => void): Promise<number> {
+export interface ServeOptions {
+  readonly onStarted?: () => void;
+  /** Enables reload on SIGHUP (and `POST /reload`). */
+  readonly configPath?: string;
+}
+
+export async function serve(config: MeridianConfig, options: ServeOptions = {}): Promise<number> {
   let meridian;
   try {
-    meridian = await startMeridian(config);
+    meridian = await startMeridian(config, { configPath: options.configPath });
   } catch (err) {
     const message = startupProblem(err, config);
     if (message === null) throw err;
@@ -32,7 +38,13 @@ export async function serve(config: MeridianConfig, onStarted?: () => void): Pro
     `meridian ${self.region}/${self.zone}: proxy on ${meridian.proxyAddress.address}:${meridian.proxyAddress.port}, ` +
       `admin on ${meridian.adminAddress.address}:${meridian.adminAddress.port}`,
   );
-  onStarted?.();
+  options.onStarted?.();
+  const reloadOnHangup = (): void => {
+    void meridian.runtime.reload().then((result) =>
+      console.error(result.ok ? `meridian: config reloaded (version ${result.version})` : `meridian: config reload rejected, the old config keeps serving:\n${result.problems.map((p) => `  ${p.path || '(root)'}: ${p.message}`).join('\n')}`),
+    );
+  };
+  if (options.configPath !== undefined) process.on('SIGHUP', reloadOnHangup);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
@@ -41,6 +53,7 @@ export async function serve(config: MeridianConfig, onStarted?: () => void): Pro
   const forceExit = (): void => process.exit(1);
   process.once('SIGTERM', forceExit);
   process.once('SIGINT', forceExit);
+  process.off('SIGHUP', reloadOnHangup);
   await meridian.shutdown();
   console.log('meridian: stopped');
   return 0;

@@ -60,7 +60,11 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig 
     listen: parsed.listen,
     admin: { host: parsed.admin.host, port: parsed.admin.port, token: parsed.admin.token },
     timeouts: parsed.timeouts,
+    health: { ...parsed.health, host: parsed.health.host },
+    outlierDetection: parsed.outlierDetection,
     retries: parsed.retries,
+    circuitBreaker: parsed.circuitBreaker,
+    readiness: parsed.readiness,
     headers: parsed.headers,
     shutdown: parsed.shutdown,
   };

@@ -23,6 +23,30 @@ export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 65_000;
 export const DEFAULT_UPSTREAM_KEEP_ALIVE_MS = 30_000;
 
 export const DEFAULT_MAX_ATTEMPTS = 3;
+/** Retries may add at most this share of the requests in flight, so an outage cannot triple the load. */
+export const DEFAULT_RETRY_BUDGET_PERCENT = 20;
+/** …but a quiet instance may always retry this many at once. */
+export const DEFAULT_RETRY_MIN_CONCURRENCY = 3;
+/** Idempotent request bodies up to this size are held so a reset or 502/503/504 can be retried. */
+export const DEFAULT_RETRY_BUFFER_BODY_BYTES = 64 * 1024;
+/** Envoy's default; beyond it the next candidate is tried instead of queueing. */
+export const DEFAULT_MAX_REQUESTS_PER_ENDPOINT = 1_024;
+
+export const DEFAULT_HEALTH_PATH = '/v1/health/version';
+export const DEFAULT_HEALTH_INTERVAL_MS = 5_000;
+/** A down endpoint is probed faster so it returns within a couple of seconds of recovering. */
+export const DEFAULT_HEALTH_UNHEALTHY_INTERVAL_MS = 1_000;
+export const DEFAULT_HEALTH_TIMEOUT_MS = 2_000;
+export const DEFAULT_HEALTH_RISE = 2;
+export const DEFAULT_HEALTH_FALL = 3;
+
+export const DEFAULT_OUTLIER_CONSECUTIVE_FAILURES = 5;
+export const DEFAULT_OUTLIER_BASE_EJECTION_MS = 30_000;
+export const DEFAULT_OUTLIER_MAX_EJECTION_MS = 300_000;
+/** Envoy defaults to 10 %; with one endpoint per zone, 50 % lets a whole region of a small topology be ejected. */
+export const DEFAULT_OUTLIER_MAX_EJECTED_PERCENT = 50;
+
+export const DEFAULT_READINESS_POLICY = 'local-region';
 
 export const DEFAULT_FORWARDED_FOR_MODE = 'overwrite';
 export const DEFAULT_ROUTING_HEADERS = false;

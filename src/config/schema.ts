@@ -143,9 +143,46 @@ export const configSchema = z.strictObject({
       keepAlive: duration(d.DEFAULT_KEEP_ALIVE_TIMEOUT_MS),
     })
     .prefault({}),
+  health: z
+    .strictObject({
+      path: z.string().startsWith('/', 'must start with /').default(d.DEFAULT_HEALTH_PATH),
+      /** Host header of the probes; Appwrite expects its _APP_DOMAIN. Default: the endpoint's host. */
+      host: z.string().optional(),
+      expectStatus: z
+        .tuple([z.number().int().min(100).max(599), z.number().int().min(100).max(599)])
+        .refine(([low, high]) => low <= high, 'write [lowest, highest]')
+        .default([200, 299]),
+      interval: duration(d.DEFAULT_HEALTH_INTERVAL_MS),
+      unhealthyInterval: duration(d.DEFAULT_HEALTH_UNHEALTHY_INTERVAL_MS),
+      timeout: duration(d.DEFAULT_HEALTH_TIMEOUT_MS),
+      rise: z.number().int().min(1).default(d.DEFAULT_HEALTH_RISE),
+      fall: z.number().int().min(1).default(d.DEFAULT_HEALTH_FALL),
+    })
+    .prefault({}),
+  outlierDetection: z
+    .strictObject({
+      consecutiveFailures: z.number().int().min(1).default(d.DEFAULT_OUTLIER_CONSECUTIVE_FAILURES),
+      baseEjection: duration(d.DEFAULT_OUTLIER_BASE_EJECTION_MS),
+      maxEjection: duration(d.DEFAULT_OUTLIER_MAX_EJECTION_MS),
+      maxEjectedPercent: z.number().min(0).max(100).default(d.DEFAULT_OUTLIER_MAX_EJECTED_PERCENT),
+    })
+    .prefault({}),
   retries: z
     .strictObject({
       maxAttempts: z.number().int().min(1).max(10).default(d.DEFAULT_MAX_ATTEMPTS),
+      budgetPercent: z.number().min(0).max(100).default(d.DEFAULT_RETRY_BUDGET_PERCENT),
+      minConcurrency: z.number().int().min(0).default(d.DEFAULT_RETRY_MIN_CONCURRENCY),
+      bufferBodyBytes: z.number().int().min(0).max(16 * 1024 * 1024).default(d.DEFAULT_RETRY_BUFFER_BODY_BYTES),
+    })
+    .prefault({}),
+  circuitBreaker: z
+    .strictObject({
+      maxRequests: z.number().int().min(1).default(d.DEFAULT_MAX_REQUESTS_PER_ENDPOINT),
+    })
+    .prefault({}),
+  readiness: z
+    .strictObject({
+      policy: z.enum(['local-zone', 'local-region', 'any-region']).default(d.DEFAULT_READINESS_POLICY),
     })
     .prefault({}),
   headers: z

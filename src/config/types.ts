@@ -87,7 +87,30 @@ export interface MeridianConfig {
   readonly listen: { readonly host: string; readonly port: number; readonly maxHeaderBytes: number };
   readonly admin: { readonly host: string; readonly port: number; readonly token: string | undefined };
   readonly timeouts: Timeouts;
-  readonly retries: { readonly maxAttempts: number };
+  readonly health: {
+    readonly path: string;
+    readonly host: string | undefined;
+    readonly expectStatus: readonly [number, number];
+    readonly interval: number;
+    readonly unhealthyInterval: number;
+    readonly timeout: number;
+    readonly rise: number;
+    readonly fall: number;
+  };
+  readonly outlierDetection: {
+    readonly consecutiveFailures: number;
+    readonly baseEjection: number;
+    readonly maxEjection: number;
+    readonly maxEjectedPercent: number;
+  };
+  readonly retries: {
+    readonly maxAttempts: number;
+    readonly budgetPercent: number;
+    readonly minConcurrency: number;
+    readonly bufferBodyBytes: number;
+  };
+  readonly circuitBreaker: { readonly maxRequests: number };
+  readonly readiness: { readonly policy: 'local-zone' | 'local-region' | 'any-region' };
   readonly headers: { readonly forwardedFor: 'overwrite' | 'append'; readonly routingHeaders: boolean };
   readonly shutdown: { readonly drainDelay: number; readonly drainTimeout: number };
 }

@@ -11,7 +11,7 @@ export interface HealthThresholds {
 /** What routing sees: frozen, swapped whole on every change, read without locks. */
 export interface HealthSnapshot {
   readonly version: number;
-  /** By endpoint index: up by the active checks and not ejected. */
+  /** By endpoint index: up by the active checks and not ejected (a missing entry counts as usable). */
   readonly usable: readonly boolean[];
   /** By endpoint index: smoothed probe round-trip in ms, or null before the first probe. */
   readonly rttMs: readonly (number | null)[];

@@ -21,6 +21,9 @@ function kind(code: string, status: number, type: string, source: ErrorSource, n
 export const KINDS = Object.freeze({
   noCandidate: kind('MERIDIAN_NO_CANDIDATE', 503, 'meridian_no_upstream', 'internal', true, 'No upstream endpoint is available for this request.'),
   fenceExhausted: kind('MERIDIAN_FENCE_EXHAUSTED', 503, 'meridian_fence_exhausted', 'upstream', true, 'No region that this client is fenced to could serve the request.'),
+  circuitOpen: kind('MERIDIAN_CIRCUIT_OPEN', 503, 'meridian_upstream_overloaded', 'internal', true, 'Every candidate endpoint is at its concurrent request limit.'),
+  /** Internal: a 502/503/504 answer we chose to retry; never sent to a client as such. */
+  upstreamStatus: kind('MERIDIAN_UPSTREAM_STATUS', 502, 'meridian_upstream_error', 'upstream', false, 'The upstream endpoint answered with a gateway error.'),
   connectFailed: kind('MERIDIAN_UPSTREAM_CONNECT', 502, 'meridian_upstream_unreachable', 'upstream', true, 'The upstream endpoint could not be reached.'),
   connectTimeout: kind('MERIDIAN_UPSTREAM_CONNECT_TIMEOUT', 504, 'meridian_upstream_timeout', 'upstream', true, 'The upstream endpoint did not accept the connection in time.'),
   responseTimeout: kind('MERIDIAN_UPSTREAM_TIMEOUT', 504, 'meridian_upstream_timeout', 'upstream', false, 'The upstream endpoint did not answer in time.'),

@@ -8,7 +8,8 @@ import type { GeoLocation } from '../geo/database.ts';
 import type { RouteDecision, RouteFacts } from '../routing/types.ts';
 import type { DataPlane } from './plane.ts';
 import { downstreamResponseHeaders, type ForwardingFacts } from './headers.ts';
-import { KINDS, ProxyError, sendError, translateUpstreamError } from './errors.ts';
+import { KINDS, ProxyError, sendError, translateUpstreamError, type ProxyErrorKind } from './errors.ts';
+import { pickInZone } from '../routing/p2c.ts';
 import { exchangeEnd, exchangeFailover } from './events.ts';
 
 /** The downstream response carries its exchange, so shared listeners need no per-request closure. */
@@ -22,11 +23,16 @@ type Controller = Dispatcher.DispatchController;
 export const CURRENT_EXCHANGE = Symbol('meridian.exchange');
 export type ExchangeSocket = Socket & { [CURRENT_EXCHANGE]?: Exchange | null };
 
-const NO_DECISION: RouteDecision = Object.freeze({ candidates: [], regions: [], home: null, reason: 'not routed', fence: null, misrouteNearest: null });
+const NO_DECISION: RouteDecision = Object.freeze({ candidates: [], tiers: [], panic: false, regions: [], home: null, reason: 'not routed', fence: null, misrouteNearest: null });
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** Retry-reason labels, by the failure that caused the retry. */
+export type RetryReason = 'connect_failure' | 'reset' | 'upstream_5xx';
 
 /**
- * Fields are filled in phase order by the server (client-ip, route, headers) before the first
- * dispatch. The exchange doubles as the route facts and forwarding facts, so no per-phase objects exist.
+ * Fields are filled in phase order by the server (client-ip, geo, route, headers) before the first dispatch.
+ * The exchange doubles as the route facts, the forwarding facts and the undici handler, so no per-phase objects exist.
  */
 export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, ForwardingFacts {
   readonly plane: DataPlane;
@@ -38,8 +44,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   readonly peerIp: string;
   readonly requestId: string;
   readonly host: string | undefined;
-  /** The downstream request when it has a body, streamed upstream as it arrives. */
-  readonly body: IncomingMessage | null;
+  /** The downstream request streamed as it arrives, or its bytes when held for a safe retry, or null. */
+  body: IncomingMessage | Buffer | null;
   clientIp: string;
   location: GeoLocation | null = null;
   project: string | undefined = undefined;
@@ -48,17 +54,27 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   forwardedHost: string | undefined;
   decision: RouteDecision = NO_DECISION;
   upstreamHeaders: string[] = [];
-  /** Index into `decision.candidates` of the endpoint being tried. */
-  candidate = -1;
+  /** Position in `decision.tiers`, and the endpoints already tried in that tier as a bit mask. */
+  tier = 0;
+  triedInTier = 0;
   attempts = 0;
   endpoint: Endpoint | null = null;
+  /** The endpoint of the failed attempt when a retry is under way (failover metrics read it). */
+  previousEndpoint: Endpoint | null = null;
+  retryReason: RetryReason | null = null;
   /** Set between dispatch and upstream response headers: the downstream idle timer must not fire then. */
   awaitingResponse = false;
   responseStarted = false;
+  attemptStartedAt = 0;
+  /** performance.now() when the upstream response headers arrived (0 when they never did). */
+  responseStartedAt = 0;
   status = 0;
+  bytesOut = 0;
   error: ProxyError | null = null;
   #controller: Controller | null = null;
   #drainListening = false;
+  #countedAsRetry = false;
+  #circuitSkips = 0;
 
   constructor(plane: DataPlane, req: IncomingMessage, res: MeridianResponse, peerIp: string, requestId: string, startedAt: number) {
     this.plane = plane;
@@ -81,39 +97,78 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     return this.plane.config.headers.forwardedFor === 'append';
   }
 
-  /** Dispatch to the next candidate; false when none is left or attempts are used up. */
+  /** First dispatch; answers 503 itself when there is nothing to dispatch to. */
+  start(): void {
+    if (this.dispatchNext()) return;
+    this.fail(new ProxyError(this.#circuitSkips > 0 ? KINDS.circuitOpen : KINDS.noCandidate));
+  }
+
+  /**
+   * Dispatch to the next endpoint: by load inside the current zone, then zone after zone. An endpoint at its
+   * concurrency limit is passed over without spending an attempt. False when nothing is left to try.
+   */
   dispatchNext(): boolean {
-    const { candidates } = this.decision;
-    if (this.attempts >= this.plane.config.retries.maxAttempts || this.candidate + 1 >= candidates.length) return false;
-    this.candidate++;
-    this.attempts++;
-    const endpoint = candidates[this.candidate];
-    this.endpoint = endpoint;
-    this.awaitingResponse = true;
-    const req = this.req;
-    this.plane.pools.get(endpoint).dispatch(
-      { path: req.url ?? '/', method: req.method ?? 'GET', headers: this.upstreamHeaders, body: this.body },
-      this,
-    );
-    return true;
+    const { plane, decision } = this;
+    const { retries, circuitBreaker } = plane.config;
+    const load = plane.load;
+    while (this.attempts < retries.maxAttempts && this.tier < decision.tiers.length) {
+      const tier = decision.tiers[this.tier];
+      const position = pickInZone(tier, this.triedInTier, load, Math.random);
+      if (position === -1) {
+        this.tier++;
+        this.triedInTier = 0;
+        continue;
+      }
+      this.triedInTier |= 1 << position;
+      const endpoint = tier[position];
+      if (load.inflight[endpoint.index] >= circuitBreaker.maxRequests) {
+        this.#circuitSkips++;
+        continue;
+      }
+      this.attempts++;
+      this.endpoint = endpoint;
+      this.awaitingResponse = true;
+      this.attemptStartedAt = performance.now();
+      load.inflight[endpoint.index]++;
+      const req = this.req;
+      plane.pools.get(endpoint).dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: this.upstreamHeaders, body: this.body }, this);
+      return true;
+    }
+    return false;
   }
 
   onRequestStart(controller: Controller): void {
     this.#controller = controller;
   }
 
-  onResponseStart(_controller: Controller, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+  onResponseStart(controller: Controller, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    const now = performance.now();
+    const endpoint = this.endpoint!;
+    const plane = this.plane;
+    plane.load.observeLatency(endpoint.index, now - this.attemptStartedAt);
+    if (statusCode === 502 || statusCode === 503 || statusCode === 504) {
+      plane.outcomes.failure(endpoint.index, Date.now());
+      if (this.#mayRetry(KINDS.upstreamStatus)) {
+        // Drop this answer and try elsewhere; onResponseError takes it from here.
+        controller.abort(new ProxyError(KINDS.upstreamStatus));
+        return;
+      }
+    } else {
+      plane.outcomes.success(endpoint.index);
+    }
     this.awaitingResponse = false;
     this.responseStarted = true;
+    this.responseStartedAt = now;
     this.status = statusCode;
     if (statusCode < 400 && this.req.headers['content-range'] !== undefined) {
-      this.plane.uploadPins.served(this.req.headers, this.clientIp, this.req.url ?? '/', this.endpoint!.region);
+      plane.uploadPins.served(this.req.headers, this.clientIp, this.req.url ?? '/', endpoint.region);
     }
-    const extra = this.plane.routingHeaders[this.endpoint!.index];
+    const extra = plane.routingHeaders[endpoint.index];
     this.res.writeHead(statusCode, statusMessage || undefined, downstreamResponseHeaders(headers, extra));
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
+    this.bytesOut += chunk.length;
     if (this.res.write(chunk)) return;
     // Backpressure: stop reading upstream until the client has taken what we gave it.
     controller.pause();
@@ -124,21 +179,25 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   }
 
   onResponseEnd(): void {
+    this.plane.load.inflight[this.endpoint!.index]--;
     this.res.end();
   }
 
   onResponseError(_controller: Controller, err: Error): void {
+    const endpoint = this.endpoint!;
+    this.plane.load.inflight[endpoint.index]--;
     this.awaitingResponse = false;
     const error = translateUpstreamError(err);
     this.error = error;
     const res = this.res;
+    if (error.kind.source === 'upstream' && error.kind !== KINDS.upstreamStatus) this.plane.outcomes.failure(endpoint.index, Date.now());
     if (res.destroyed) return;
     if (this.responseStarted) {
       // Bytes already reached the client: cut the connection so a truncated body never looks complete.
       res.destroy(error);
       return;
     }
-    if (error.kind.nothingSent && this.bodyUntouched() && this.attempts < this.plane.config.retries.maxAttempts) {
+    if (error.kind === KINDS.upstreamStatus || this.#mayRetry(error.kind)) {
       process.nextTick(failOver, this);
       return;
     }
@@ -153,14 +212,45 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   }
 
   /**
+   * DESIGN.md §4: a connect failure sent nothing, so any method may go elsewhere; a reset or a gateway error
+   * may repeat the request, so only idempotent methods whose body we still hold. Always within `maxAttempts`,
+   * with another candidate left, and within the retry budget.
+   */
+  #mayRetry(kind: ProxyErrorKind): boolean {
+    const { retries } = this.plane.config;
+    if (this.attempts >= retries.maxAttempts || !this.#hasNextCandidate()) return false;
+    let reason: RetryReason;
+    if (kind.nothingSent && (this.body === null || Buffer.isBuffer(this.body) || !this.body.readableDidRead)) {
+      reason = 'connect_failure';
+    } else if ((kind === KINDS.reset || kind === KINDS.upstreamStatus) && IDEMPOTENT.has(this.req.method ?? '') && (this.body === null || Buffer.isBuffer(this.body))) {
+      reason = kind === KINDS.reset ? 'reset' : 'upstream_5xx';
+    } else {
+      return false;
+    }
+    if (!this.#countedAsRetry) {
+      if (!this.plane.traffic.admitRetry(retries.budgetPercent, retries.minConcurrency)) return false;
+      this.#countedAsRetry = true;
+    }
+    this.retryReason = reason;
+    return true;
+  }
+
+  #hasNextCandidate(): boolean {
+    const { tiers } = this.decision;
+    if (this.tier + 1 < tiers.length) return true;
+    const current = tiers[this.tier];
+    return current !== undefined && this.triedInTier !== (1 << current.length) - 1;
+  }
+
+  /**
    * A strict fence whose candidates are all used up answers 503 naming the fence (DESIGN.md §3), not the last
    * upstream's error: the client must learn that other regions exist but may not serve it.
    */
   #fenceExhausted(error: ProxyError): ProxyError | null {
-    const { fence, candidates } = this.decision;
-    if (fence === null || fence.mode !== 'strict' || this.candidate + 1 < candidates.length) return null;
+    const { fence } = this.decision;
+    if (fence === null || fence.mode !== 'strict' || this.#hasNextCandidate()) return null;
     // Only a failure that would have moved on to another region counts; the client's own faults keep their answer.
-    if (!error.kind.nothingSent || error.kind.source === 'downstream') return null;
+    if (error.kind.source === 'downstream' || !(error.kind.nothingSent || error.kind === KINDS.noCandidate)) return null;
     const message = `No region allowed for this client could serve the request: fence ${fence.name} (strict) keeps it in ${fence.regions.join(', ')}.`;
     return new ProxyError(KINDS.fenceExhausted, error, message);
   }
@@ -174,8 +264,11 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     if (controller !== null && !controller.aborted) controller.abort(reason);
   }
 
-  private bodyUntouched(): boolean {
-    return this.body === null || !this.body.readableDidRead;
+  /** Called once when the downstream response closes. */
+  ended(): void {
+    const traffic = this.plane.traffic;
+    traffic.exchangeEnded();
+    if (this.#countedAsRetry) traffic.retryEnded();
   }
 }
 
@@ -186,8 +279,12 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
 
 function failOver(exchange: Exchange): void {
   if (exchange.res.destroyed) return;
+  exchange.previousEndpoint = exchange.endpoint;
+  if (!exchange.dispatchNext()) {
+    exchange.fail(exchange.error !== null && exchange.error.kind !== KINDS.upstreamStatus ? exchange.error : new ProxyError(KINDS.noCandidate));
+    return;
+  }
   if (exchangeFailover.hasSubscribers) exchangeFailover.publish(exchange);
-  if (!exchange.dispatchNext()) exchange.fail(exchange.error ?? new ProxyError(KINDS.noCandidate));
 }
 
 function onDownstreamDrain(this: MeridianResponse): void {
@@ -201,7 +298,7 @@ function onDownstreamClose(this: MeridianResponse): void {
     exchange.error ??= new ProxyError(KINDS.downstreamAborted);
     exchange.abortUpstream(exchange.error);
   }
-  exchange.plane.traffic.exchangeEnded();
+  exchange.ended();
   if (exchangeEnd.hasSubscribers) exchangeEnd.publish(exchange);
   this.exchange = null;
   if (exchange.socket[CURRENT_EXCHANGE] === exchange) exchange.socket[CURRENT_EXCHANGE] = null;

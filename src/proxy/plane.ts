@@ -5,6 +5,8 @@ import type { UpstreamPools } from './pools.ts';
 import type { Socket } from 'node:net';
 import type { GeoLocator } from '../geo/locator.ts';
 import type { UploadPins } from './upload-pins.ts';
+import type { EndpointLoadTable } from './load.ts';
+import type { OutcomeSink } from '../health/outlier.ts';
 
 /** Built once per config load and swapped as one reference; requests keep the snapshot they started with. */
 export interface DataPlane {
@@ -16,6 +18,8 @@ export interface DataPlane {
   readonly traffic: Traffic;
   readonly locator: GeoLocator;
   readonly uploadPins: UploadPins;
+  readonly load: EndpointLoadTable;
+  readonly outcomes: OutcomeSink;
 }
 
 /** Long-lived parts that a new snapshot reuses. */
@@ -24,6 +28,8 @@ export interface DataPlaneParts {
   readonly traffic: Traffic;
   readonly locator: GeoLocator;
   readonly uploadPins: UploadPins;
+  readonly load: EndpointLoadTable;
+  readonly outcomes: OutcomeSink;
 }
 
 export function createDataPlane(config: MeridianConfig, router: Router, parts: DataPlaneParts): DataPlane {
@@ -38,6 +44,10 @@ export function createDataPlane(config: MeridianConfig, router: Router, parts: D
 /** Counters and open tunnels that outlive any one config snapshot; shutdown waits on them. */
 export class Traffic {
   inflight = 0;
+  /** Exchanges that have retried at least once and are still open: the retry budget counts these. */
+  retrying = 0;
+  /** Open downstream HTTP connections (WebSockets are in `tunnels`). */
+  connections = 0;
   draining = false;
   readonly tunnels = new Set<Socket>();
   #idleWaiters: (() => void)[] = [];
@@ -53,6 +63,17 @@ export class Traffic {
       this.#idleWaiters = [];
       for (const resolve of waiters) resolve();
     }
+  }
+
+  /** A retry is admitted while retrying exchanges stay under `percent` of those in flight, or under `minimum`. */
+  admitRetry(percent: number, minimum: number): boolean {
+    if (this.retrying >= Math.max(minimum, (this.inflight * percent) / 100)) return false;
+    this.retrying++;
+    return true;
+  }
+
+  retryEnded(): void {
+    this.retrying--;
   }
 
   /** Resolves when no HTTP exchange is in flight, or after `timeoutMs`; true when it went idle. */

@@ -39,6 +39,7 @@ export class ProxyServer {
     this.server.on('upgrade', this.#onUpgrade);
     this.server.on('clientError', rejectMalformed);
     this.server.on('timeout', onIdleSocket);
+    this.server.on('connection', this.#onConnection);
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
@@ -83,7 +84,15 @@ export class ProxyServer {
     if (headers['content-range'] !== undefined) exchange.pinnedRegion = plane.uploadPins.regionFor(headers, exchange.clientIp, req.url ?? '/');
     exchange.decision = plane.router.route(exchange);
     exchange.upstreamHeaders = upstreamRequestHeaders(req.rawHeaders, req.headers, exchange, false);
-    if (!exchange.dispatchNext()) exchange.fail(new ProxyError(KINDS.noCandidate));
+    const body = exchange.body;
+    if (body !== null && shouldHoldBody(req, plane.config.retries.bufferBodyBytes)) holdBodyThenStart(exchange, body as IncomingMessage);
+    else exchange.start();
+  };
+
+  #onConnection = (socket: Socket): void => {
+    const traffic = this.plane.traffic;
+    traffic.connections++;
+    socket.once('close', () => traffic.connections--);
   };
 
   #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -116,6 +125,26 @@ function projectOf(req: IncomingMessage, plane: DataPlane): string | undefined {
   const query = url.indexOf('?');
   if (query === -1) return undefined;
   return new URLSearchParams(url.slice(query + 1)).get('project') ?? undefined;
+}
+
+const IDEMPOTENT_WITH_BODY = new Set(['PUT', 'DELETE', 'OPTIONS']);
+
+/** Small bodies of idempotent requests are held in memory, so a reset or a 502/503/504 can be retried. */
+function shouldHoldBody(req: IncomingMessage, limit: number): boolean {
+  if (limit === 0 || !IDEMPOTENT_WITH_BODY.has(req.method ?? '')) return false;
+  const length = Number(req.headers['content-length']);
+  return Number.isInteger(length) && length <= limit;
+}
+
+function holdBodyThenStart(exchange: Exchange, req: IncomingMessage): void {
+  const chunks: Buffer[] = [];
+  req.on('data', (chunk: Buffer) => chunks.push(chunk));
+  req.on('end', () => {
+    exchange.body = Buffer.concat(chunks);
+    exchange.start();
+  });
+  // A client that leaves mid-body closes the response too; onDownstreamClose accounts for the exchange.
+  req.on('error', () => req.destroy());
 }
 
 /** The socket peer in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4. */

@@ -1,6 +1,7 @@
 // Orders candidates by geography (DESIGN.md §3): home region, its zones, then the other allowed regions.
 // Decisions are memoized per cached location object and per affinity, so a warm request only does lookups.
-import type { Fence, MeridianConfig, Region } from '../config/types.ts';
+import type { Endpoint, Fence, MeridianConfig, Region, Zone } from '../config/types.ts';
+import type { HealthSnapshot } from '../health/state.ts';
 import type { GeoLocation } from '../geo/database.ts';
 import { greatCircleKm } from '../geo/distance.ts';
 import type { RegionChoice, RouteDecision, RouteFacts, Router } from './types.ts';
@@ -9,21 +10,27 @@ type Affinity = { readonly kind: 'project' | 'host' | 'upload'; readonly key: st
 /** One affinity key's decisions: for an unknown location, and per cached location object. */
 type AffinityMemo = { unknown: RouteDecision | undefined; readonly byLocation: WeakMap<GeoLocation, RouteDecision> };
 
-export function createGeoRouter(config: MeridianConfig): GeoRouter {
-  return new GeoRouter(config);
+/** Health as `meridian route` assumes it: no endpoint known to be down, no RTT measured yet. */
+export const ALL_HEALTHY: HealthSnapshot = Object.freeze({ version: 0, usable: [], rttMs: [] });
+
+/** A router for one config and one health snapshot; a health change builds a new one (and a fresh memo). */
+export function createGeoRouter(config: MeridianConfig, health: HealthSnapshot = ALL_HEALTHY): GeoRouter {
+  return new GeoRouter(config, health);
 }
 
 export class GeoRouter implements Router {
   readonly #config: MeridianConfig;
+  readonly #health: HealthSnapshot;
   readonly #byLocation = new WeakMap<GeoLocation, RouteDecision>();
   readonly #unknown: RouteDecision;
   /** Affinity decisions by kind, then key (a project id or a region name: bounded by the config), then location. */
   readonly #byAffinity = { upload: new Map<string, AffinityMemo>(), project: new Map<string, AffinityMemo>(), host: new Map<string, AffinityMemo>() };
   readonly #hasHostRules: boolean;
 
-  constructor(config: MeridianConfig) {
+  constructor(config: MeridianConfig, health: HealthSnapshot) {
     this.#config = config;
-    this.#unknown = decide(config, null, null);
+    this.#health = health;
+    this.#unknown = decide(config, null, null, health);
     this.#hasHostRules = config.routing.hostRegions.size > 0 || config.routing.hostSuffixRegions.length > 0;
   }
 
@@ -41,7 +48,7 @@ export class GeoRouter implements Router {
     if (location === null) return this.#unknown;
     let decision = this.#byLocation.get(location);
     if (decision === undefined) {
-      decision = decide(this.#config, location, null);
+      decision = decide(this.#config, location, null, this.#health);
       this.#byLocation.set(location, decision);
     }
     return decision;
@@ -53,10 +60,10 @@ export class GeoRouter implements Router {
     if (memo === undefined) byKey.set(key, (memo = { unknown: undefined, byLocation: new WeakMap() }));
     const location = facts.location;
     // Affinity fixes the home region; the client's location still picks its fence and orders the other regions.
-    if (location === null) return (memo.unknown ??= decide(this.#config, null, { kind, key, regions }));
+    if (location === null) return (memo.unknown ??= decide(this.#config, null, { kind, key, regions }, this.#health));
     let decision = memo.byLocation.get(location);
     if (decision === undefined) {
-      decision = decide(this.#config, location, { kind, key, regions });
+      decision = decide(this.#config, location, { kind, key, regions }, this.#health);
       memo.byLocation.set(location, decision);
     }
     return decision;
@@ -81,7 +88,7 @@ export function fenceFor(config: MeridianConfig, location: GeoLocation | null): 
 }
 
 /** The full decision for one location and affinity: pure, and only run when not memoized. */
-export function decide(config: MeridianConfig, location: GeoLocation | null, affinity: Affinity | null): RouteDecision {
+export function decide(config: MeridianConfig, location: GeoLocation | null, affinity: Affinity | null, health: HealthSnapshot = ALL_HEALTHY): RouteDecision {
   const { topology, routing } = config;
   const fence = fenceFor(config, location);
   const self = topology.self.region;
@@ -126,7 +133,21 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
     }
   }
 
-  const candidates = ordered.flatMap((r) => zonesInOrder(r, topology.self).flatMap((z) => z.endpoints));
+  const zones = ordered.flatMap((r) => zonesInOrder(r, topology.self, health));
+  let tiers: (readonly Endpoint[])[] = zones.map((z) => z.endpoints.filter((e) => health.usable[e.index] !== false)).filter((t) => t.length > 0);
+  let panic = false;
+  if (tiers.length === 0 && zones.length > 0) {
+    // Panic, as Envoy does: with nothing healthy left, trying everyone beats refusing everyone. A strict fence
+    // is the exception: its regions are a legal boundary, so it answers 503 naming itself instead.
+    if (fence?.mode === 'strict') {
+      reason += '; every endpoint the fence allows is down';
+    } else {
+      panic = true;
+      tiers = zones.map((z) => z.endpoints);
+      reason += '; panic: no healthy endpoint left, trying them all';
+    }
+  }
+  const candidates = tiers.flat();
   // The GeoDNS signal is about geography alone, so affinity does not count: only the fence narrows it.
   const geoNearest = affinity === null ? nearest : [...fenced].sort(byDistance)[0];
   const geoLocal = fenced.some((r) => r.name === self);
@@ -134,6 +155,8 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
     location !== null && geoNearest !== undefined && geoNearest.name !== self && (!geoLocal || km.get(self)! - km.get(geoNearest.name)! > routing.localPreferenceKm);
   return Object.freeze({
     candidates: Object.freeze(candidates),
+    tiers: Object.freeze(tiers.map((t) => Object.freeze(t))),
+    panic,
     regions: Object.freeze(regions),
     home: home?.name ?? null,
     reason,
@@ -142,8 +165,13 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
   });
 }
 
-/** The local zone first in the local region; elsewhere config order (RTT ordering arrives with health). */
-function zonesInOrder(region: Region, self: { region: string; zone: string }): Region['zones'] {
-  if (region.name !== self.region) return region.zones;
-  return [...region.zones.filter((z) => z.name === self.zone), ...region.zones.filter((z) => z.name !== self.zone)];
+/**
+ * The local zone first in the local region; the rest by measured round-trip time, then config order.
+ * Probes from this instance measure exactly the path a request would take.
+ */
+function zonesInOrder(region: Region, self: { region: string; zone: string }, health: HealthSnapshot): readonly Zone[] {
+  const rtt = (z: Zone): number => Math.min(...z.endpoints.map((e: Endpoint) => health.rttMs[e.index] ?? Infinity));
+  const byRtt = [...region.zones].sort((a, b) => rtt(a) - rtt(b) || 0);
+  if (region.name !== self.region) return byRtt;
+  return [...byRtt.filter((z) => z.name === self.zone), ...byRtt.filter((z) => z.name !== self.zone)];
 }

@@ -23,8 +23,12 @@ export interface RegionChoice {
 }
 
 export interface RouteDecision {
-  /** Endpoints in the order they should be tried. */
+  /** Usable endpoints in the order they would be tried, zone after zone (explain shows this). */
   readonly candidates: readonly Endpoint[];
+  /** The same endpoints grouped by zone: the data plane picks inside a zone by load, then moves to the next. */
+  readonly tiers: readonly (readonly Endpoint[])[];
+  /** True when nothing was healthy and every endpoint of the allowed set is tried anyway. */
+  readonly panic: boolean;
   readonly regions: readonly RegionChoice[];
   readonly home: string | null;
   readonly reason: string;
