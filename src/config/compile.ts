@@ -65,6 +65,7 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig 
     retries: parsed.retries,
     circuitBreaker: parsed.circuitBreaker,
     readiness: parsed.readiness,
+    accessLog: parsed.accessLog,
     headers: parsed.headers,
     shutdown: parsed.shutdown,
   };

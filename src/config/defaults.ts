@@ -61,3 +61,6 @@ export const DEFAULT_LOCAL_PREFERENCE_KM = 1_000;
 /** A chunked upload's chunks must reach one region; a pin lives this long after its last chunk. */
 export const DEFAULT_UPLOAD_PIN_TTL_MS = 3_600_000;
 export const DEFAULT_UPLOAD_PIN_ENTRIES = 100_000;
+
+export const DEFAULT_ACCESS_LOG_MODE = 'off';
+export const DEFAULT_ACCESS_LOG_SAMPLE_RATE = 0.01;

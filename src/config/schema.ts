@@ -180,6 +180,15 @@ export const configSchema = z.strictObject({
       maxRequests: z.number().int().min(1).default(d.DEFAULT_MAX_REQUESTS_PER_ENDPOINT),
     })
     .prefault({}),
+  accessLog: z
+    .strictObject({
+      mode: z.enum(['off', 'on', 'sampled']).default(d.DEFAULT_ACCESS_LOG_MODE),
+      /** Share of requests logged in `sampled` mode; errors (status ≥ 500 or no response) are always logged. */
+      sampleRate: z.number().gt(0).max(1).default(d.DEFAULT_ACCESS_LOG_SAMPLE_RATE),
+      /** Query strings can carry secrets and JWTs, so they are left out unless asked for. */
+      includeQuery: z.boolean().default(false),
+    })
+    .prefault({}),
   readiness: z
     .strictObject({
       policy: z.enum(['local-zone', 'local-region', 'any-region']).default(d.DEFAULT_READINESS_POLICY),

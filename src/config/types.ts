@@ -110,6 +110,7 @@ export interface MeridianConfig {
     readonly bufferBodyBytes: number;
   };
   readonly circuitBreaker: { readonly maxRequests: number };
+  readonly accessLog: { readonly mode: 'off' | 'on' | 'sampled'; readonly sampleRate: number; readonly includeQuery: boolean };
   readonly readiness: { readonly policy: 'local-zone' | 'local-region' | 'any-region' };
   readonly headers: { readonly forwardedFor: 'overwrite' | 'append'; readonly routingHeaders: boolean };
   readonly shutdown: { readonly drainDelay: number; readonly drainTimeout: number };
