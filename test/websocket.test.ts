@@ -159,7 +159,6 @@ describe('handshake', () => {
   });
 
   // Fails today: headers.ts drops every name listed in Connection, Upgrade included, so the upstream sees a plain GET.
-  // Drop `.fails` once upstreamRequestHeaders keeps Upgrade and Connection whatever Connection names.
   test("Firefox's `Connection: keep-alive, Upgrade` still upgrades", async () => {
     const up = await upstream();
     const { port } = await meridian([up.origin]);

@@ -48,33 +48,26 @@ export function namedByConnection(connection: string | string[] | undefined): Se
   return names.size > 0 ? names : null;
 }
 
-/** The flat `[name, value, …]` list undici sends upstream, built from the raw downstream headers. */
-export function upstreamRequestHeaders(
-  raw: readonly string[],
-  headers: IncomingHttpHeaders,
-  facts: ForwardingFacts,
-  keepUpgrade: boolean,
-): string[] {
+/**
+ * The flat `[name, value, …]` list undici sends upstream. It walks node's parsed header object, whose names are
+ * already lower-case (the request path needs that object anyway), rather than lower-casing every raw name again.
+ */
+export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: ForwardingFacts, keepUpgrade: boolean): string[] {
   const named = namedByConnection(headers.connection);
   const out: string[] = [];
-  let incomingForwardedFor = '';
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
-    if (OWN_UPSTREAM.has(name)) {
-      if (name === 'x-forwarded-for') incomingForwardedFor = incomingForwardedFor === '' ? raw[i + 1] : `${incomingForwardedFor}, ${raw[i + 1]}`;
-      continue;
-    }
+  for (const name in headers) {
+    if (OWN_UPSTREAM.has(name)) continue;
+    const value = headers[name];
+    if (value === undefined) continue;
     // A WebSocket handshake needs both, even when Connection also names Upgrade (`keep-alive, Upgrade` from Firefox).
-    if (keepUpgrade && (name === 'upgrade' || name === 'connection')) {
-      out.push(raw[i], raw[i + 1]);
-      continue;
-    }
-    if (HOP_BY_HOP.has(name)) continue;
-    if (named !== null && named.has(name)) continue;
+    if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === 'upgrade' || name === 'connection'))) continue;
+    if (named !== null && named.has(name) && !(keepUpgrade && name === 'upgrade')) continue;
     if (name.startsWith('proxy-')) continue;
-    out.push(raw[i], raw[i + 1]);
+    if (typeof value === 'string') out.push(name, value);
+    else for (const item of value) out.push(name, item);
   }
-  const forwardedFor = facts.appendForwardedFor && incomingForwardedFor !== '' ? `${incomingForwardedFor}, ${facts.peerIp}` : facts.clientIp;
+  const incoming = headers['x-forwarded-for'];
+  const forwardedFor = facts.appendForwardedFor && incoming !== undefined && incoming !== '' ? `${incoming}, ${facts.peerIp}` : facts.clientIp;
   out.push('x-forwarded-for', forwardedFor, 'x-forwarded-proto', facts.proto, 'x-request-id', facts.requestId);
   if (facts.forwardedHost !== undefined) out.push('x-forwarded-host', facts.forwardedHost);
   return out;

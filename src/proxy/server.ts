@@ -83,7 +83,7 @@ export class ProxyServer {
     exchange.project = projectOf(req, plane);
     if (headers['content-range'] !== undefined) exchange.pinnedRegion = plane.uploadPins.regionFor(headers, exchange.clientIp, req.url ?? '/');
     exchange.decision = plane.router.route(exchange);
-    exchange.upstreamHeaders = upstreamRequestHeaders(req.rawHeaders, req.headers, exchange, false);
+    exchange.upstreamHeaders = upstreamRequestHeaders(req.headers, exchange, false);
     const body = exchange.body;
     if (body !== null && shouldHoldBody(req, plane.config.retries.bufferBodyBytes)) holdBodyThenStart(exchange, body as IncomingMessage);
     else exchange.start();

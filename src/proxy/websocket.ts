@@ -118,7 +118,7 @@ export function handleUpgrade(plane: DataPlane, req: IncomingMessage, socket: So
   tunnel.location = plane.locator.locate(tunnel.clientIp);
   tunnel.project = projectOf(req, plane);
   tunnel.decision = plane.router.route(tunnel);
-  const headers = upstreamRequestHeaders(req.rawHeaders, req.headers, tunnel, true);
+  const headers = upstreamRequestHeaders(req.headers, tunnel, true);
   let text = `GET ${req.url ?? '/'} HTTP/1.1\r\n`;
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
   tunnel.requestHead = `${text}\r\n`;
