@@ -19,6 +19,9 @@ import { healthChange } from './health/events.ts';
 import { readiness, type Readiness } from './health/readiness.ts';
 import { createAdminApp } from './admin/app.ts';
 import { listenAdmin } from './admin/server.ts';
+import { startMetrics, type MetricsExporter } from './observe/metrics.ts';
+import { startTrafficSummary, type TrafficSummarizer } from './observe/summary.ts';
+import { startAccessLog, type LogDestination } from './observe/access-log.ts';
 
 export type ReloadResult = { readonly ok: true; readonly version: number } | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
 
@@ -34,6 +37,8 @@ export interface MeridianRuntime {
   ready(): Readiness;
   /** Validate-then-swap from the config file; a bad file changes nothing. */
   reload(): Promise<ReloadResult>;
+  readonly metrics: MetricsExporter;
+  readonly summary: TrafficSummarizer;
 }
 
 export interface Meridian {
@@ -55,6 +60,8 @@ interface HealthParts {
 export interface StartOptions {
   /** The file the config came from, so `POST /reload` and SIGHUP can read it again. */
   readonly configPath?: string;
+  /** Where access-log lines go when `accessLog.mode` is on; default stdout, written asynchronously. */
+  readonly accessLog?: LogDestination;
 }
 
 export async function startMeridian(initial: MeridianConfig, options: StartOptions = {}): Promise<Meridian> {
@@ -92,7 +99,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     return { state, outlier, checker, load: new EndpointLoadTable(endpoints.length) };
   }
 
-  const runtime: MeridianRuntime = {
+  const core: Omit<MeridianRuntime, 'metrics' | 'summary'> = {
     startedAt,
     traffic,
     locator,
@@ -118,8 +125,17 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
       }
       proxy.plane = snapshot();
       version++;
+      accessLog.reconfigure();
       return { ok: true, version };
     },
+  };
+  // Observers subscribe before the proxy accepts, so the first request is counted.
+  const runtime: MeridianRuntime = { ...core, metrics: startMetrics(core), summary: startTrafficSummary(core) };
+  const accessLog = startAccessLog(core, options.accessLog);
+  const stopObservers = async (): Promise<void> => {
+    runtime.metrics.close();
+    runtime.summary.close();
+    await accessLog.close();
   };
 
   const proxyAddress = await proxy.listen(config.listen.host, config.listen.port);
@@ -131,6 +147,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     health.checker.stop();
     await proxy.close(0);
     locator.close();
+    await stopObservers();
     throw err;
   }
 
@@ -143,6 +160,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     health.checker.stop();
     await pools.close();
     locator.close();
+    await stopObservers();
     await new Promise<void>((resolve) => adminServer.close(() => resolve()));
   };
   return { proxyAddress, adminAddress, runtime, shutdown: () => (stopping ??= shutdown()) };

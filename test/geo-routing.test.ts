@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compileConfig } from '../src/config/compile.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
-import { closeServer, json, send, startUpstream, type Reply, type Upstream } from './support/harness.ts';
+import { BOOT_PROBE_ONLY, closeServer, json, send, startUpstream, type Reply, type Upstream } from './support/harness.ts';
 import { double, uint16, writeMmdb, type MmdbValue } from './support/mmdb-writer.ts';
 
 const REGIONS = {
@@ -105,6 +105,8 @@ async function startWorld(sections: { geo?: Record<string, unknown>; routing?: R
         (Object.keys(REGIONS) as RegionName[]).map((r) => [r, { location: REGIONS[r], zones: { 'az-1': { endpoints: [upstreams[r].origin] } } }]),
       ),
       routing: sections.routing ?? {},
+      // Regions these tests close must stay candidates: the story is routing and failover, not health checks.
+      health: BOOT_PROBE_ONLY,
       shutdown: { drainDelay: 0 },
     },
     {},

@@ -10,10 +10,10 @@ import type { Exchange } from '../src/proxy/exchange.ts';
 
 const upstreams: Upstream[] = [];
 let proxy: RunningProxy | undefined;
-/** Each failover as the data plane announces it: the endpoint that failed, by origin. */
+/** Each failover as the data plane announces it (after dispatching to the next candidate): the endpoint that failed, by origin. */
 const failovers: string[] = [];
 const onFailover = (message: unknown): void => {
-  failovers.push((message as Exchange).endpoint!.origin);
+  failovers.push((message as Exchange).previousEndpoint!.origin);
 };
 exchangeFailover.subscribe(onFailover);
 

@@ -64,7 +64,7 @@ describe('shutdown()', () => {
     const stopping = proxy!.shutdown();
     const during = await send(adminPort, { path: '/readyz' });
     expect(during.status).toBe(503);
-    expect(json(during)).toMatchObject({ reason: 'draining' });
+    expect(json(during)).toMatchObject({ reason: 'draining: shutting down' });
     // Still serving, but telling keep-alive clients to reconnect (to another instance) afterwards.
     const served = await send(port, { path: '/fast', headers: { connection: 'keep-alive' } });
     expect(served.status).toBe(200);

@@ -13,6 +13,8 @@ import { deadPort, parseRawResponse, rawExchange, startProxy, until, type Overri
 import { startSilentServer, startWebSocketUpstream, type SilentServer, type WebSocketUpstream, type WebSocketUpstreamOptions } from './support/websocket-upstream.ts';
 
 const REALTIME = '/v1/realtime?project=demo&channels[]=files';
+/** A silent endpoint never answers the boot health check either; this closes that probe's connection quickly. */
+const QUICK_PROBE_TIMEOUT = { timeout: '50ms' } as const;
 const MiB = 1024 * 1024;
 
 let proxy: RunningProxy | undefined;
@@ -228,7 +230,7 @@ describe('failover', () => {
 
   test('an endpoint that never finishes connecting times out with 504', async () => {
     const hang = await silent();
-    const { port } = await meridian([`https://127.0.0.1:${hang.port}`], { timeouts: { connect: '100ms' } });
+    const { port } = await meridian([`https://127.0.0.1:${hang.port}`], { timeouts: { connect: '100ms' }, health: QUICK_PROBE_TIMEOUT });
     const res = await refusal(client(port));
     expect(res.status).toBe(504);
     expect(JSON.parse(res.body)).toMatchObject({ code: 504, type: 'meridian_upstream_timeout' });
@@ -237,9 +239,12 @@ describe('failover', () => {
 
   test('a client that leaves while Meridian is still connecting aborts the upstream connect', async () => {
     const hang = await silent();
-    const { port } = await meridian([`https://127.0.0.1:${hang.port}`], { timeouts: { connect: '30s' } });
+    const { port, meridian: running } = await meridian([`https://127.0.0.1:${hang.port}`], { timeouts: { connect: '30s' }, health: QUICK_PROBE_TIMEOUT });
+    // The boot health check connects to the silent server too: let it give up before counting connections.
+    await until(() => running.runtime.health().lastProbe[0] !== null && hang.open.size === 0, 'the boot health check to give up');
+    const before = hang.accepted;
     const ws = client(port);
-    await until(() => hang.accepted === 1, 'Meridian to start connecting upstream');
+    await until(() => hang.accepted === before + 1, 'Meridian to start connecting upstream');
     ws.terminate();
     await until(() => hang.open.size === 0, 'the pending upstream connection to be abandoned');
   });

@@ -1,18 +1,72 @@
-// The admin plane's HTTP API (hono), on its own port: liveness and readiness for now.
+// The admin plane's HTTP API (hono), on its own port: liveness, readiness, metrics, status, route explanation,
+// reload and the dashboard, behind the optional bearer token.
 import { Hono } from 'hono';
+import type { MeridianRuntime } from '../main.ts';
+import { normalizeIp } from '../geo/client-ip.ts';
+import { explainRoute } from '../routing/explain.ts';
+import { requireToken } from './auth.ts';
+import { dashboardPage } from './dashboard.ts';
+import { ADMIN_ERRORS, adminError } from './errors.ts';
+import { statusReport } from './status.ts';
 
-export interface AdminState {
-  /** False while draining or when this AZ can no longer serve locally. */
-  ready(): { ok: boolean; reason: string };
-}
-
-export function createAdminApp(state: AdminState): Hono {
+export function createAdminApp(runtime: MeridianRuntime): Hono {
   const app = new Hono();
+  const page = dashboardPage();
+  app.use(async (c, next) => {
+    await next();
+    c.header('cache-control', 'no-store');
+  });
+  app.use(requireToken(() => runtime.plane().config.admin.token));
+
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', (c) => {
-    const { ok, reason } = state.ready();
+    const { ok, reason } = runtime.ready();
     return c.json({ status: ok ? 'ready' : 'not ready', reason }, ok ? 200 : 503);
   });
-  app.notFound((c) => c.json({ message: 'Not found', code: 404, type: 'meridian_admin_not_found' }, 404));
+
+  app.get('/metrics', async (c) => {
+    const { contentType, body } = await runtime.metrics.scrape(c.req.header('accept'));
+    return c.body(body, 200, { 'content-type': contentType });
+  });
+
+  app.get('/status', (c) => c.json(statusReport(runtime)));
+
+  app.get('/route', (c) => {
+    const given = c.req.query('ip');
+    if (given === undefined || given === '') return adminError(c, 400, ADMIN_ERRORS.badRequest, 'the ip query parameter is required, as in /route?ip=81.2.69.142');
+    const ip = normalizeIp(given);
+    if (ip === null) return adminError(c, 400, ADMIN_ERRORS.badRequest, `ip ${JSON.stringify(given)} is not an IP address`);
+    // The live router: built over the current health snapshot, and rebuilt whenever health or config changes.
+    const { router } = runtime.plane();
+    const location = runtime.locator.locate(ip);
+    const decision = router.route({ clientIp: ip, host: c.req.query('host'), location, project: c.req.query('project'), pinnedRegion: undefined });
+    return c.json({ ...explainRoute(ip, location, decision), panic: decision.panic });
+  });
+
+  app.post('/reload', async (c) => {
+    const result = await runtime.reload().catch((err: unknown) => {
+      runtime.metrics.recordReload(false);
+      throw err;
+    });
+    runtime.metrics.recordReload(result.ok);
+    return result.ok ? c.json({ ok: true, version: result.version }) : c.json({ ok: false, problems: result.problems }, 400);
+  });
+  app.on(['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE'], '/reload', (c) => {
+    c.header('allow', 'POST');
+    return adminError(c, 405, ADMIN_ERRORS.methodNotAllowed, 'reload with POST /reload');
+  });
+
+  app.get('/', (c) => {
+    c.header('content-security-policy', page.contentSecurityPolicy);
+    c.header('x-content-type-options', 'nosniff');
+    c.header('referrer-policy', 'no-referrer');
+    return c.html(page.html);
+  });
+
+  app.notFound((c) => adminError(c, 404, ADMIN_ERRORS.notFound, `no admin endpoint at ${c.req.method} ${c.req.path}`));
+  app.onError((err, c) => {
+    console.error(`meridian: admin ${c.req.method} ${c.req.path} failed:`, err);
+    return adminError(c, 500, ADMIN_ERRORS.internal, 'the admin request failed; see the server log');
+  });
   return app;
 }

@@ -20,10 +20,18 @@ export interface HealthSnapshot {
 export type HealthChange =
   | { readonly kind: 'up' | 'down'; readonly index: number; readonly reason: string }
   | { readonly kind: 'ejected'; readonly index: number; readonly until: number; readonly times: number }
-  | { readonly kind: 'returned'; readonly index: number };
+  | { readonly kind: 'returned'; readonly index: number }
+  /** The first RTT of an endpoint, or a shift in it that may reorder zones; no change of usability. */
+  | { readonly kind: 'rtt'; readonly index: number; readonly rttMs: number };
 
 /** Weight of the newest RTT sample; ~0.3 follows a real shift within a few probes without chasing noise. */
 const RTT_ALPHA = 0.3;
+/**
+ * A new snapshot (and router) only when the smoothed RTT moved this share and at least `RTT_REFRESH_MS` away from the
+ * one routing sees: zones are ordered by RTT, but probe jitter must not rebuild the router every interval.
+ */
+const RTT_REFRESH_SHARE = 0.2;
+const RTT_REFRESH_MS = 1;
 
 export class HealthState {
   readonly up: boolean[];
@@ -61,29 +69,41 @@ export class HealthState {
     return this.ejectedUntil[index] !== 0;
   }
 
-  /** One active probe result. A passing probe after the ejection time also returns an ejected endpoint. */
+  /**
+   * One active probe result. A passing probe after the ejection time also returns an ejected endpoint, and so does
+   * the probe that brings a down endpoint back up.
+   */
   probe(index: number, ok: boolean, rttMs: number | null, now: number, detail: string): void {
     this.lastProbe[index] = { at: now, ok, detail };
+    let rttShift = false;
     if (ok && rttMs !== null) {
       const previous = this.rttMs[index];
-      this.rttMs[index] = previous === null ? rttMs : previous + RTT_ALPHA * (rttMs - previous);
+      const smoothed = previous === null ? rttMs : previous + RTT_ALPHA * (rttMs - previous);
+      this.rttMs[index] = smoothed;
+      const shown = this.#snapshot.rttMs[index];
+      rttShift = shown === null || Math.abs(smoothed - shown) > Math.max(RTT_REFRESH_MS, RTT_REFRESH_SHARE * shown);
     }
     const streak = this.#streak[index];
     this.#streak[index] = ok ? (streak > 0 ? streak + 1 : 1) : streak < 0 ? streak - 1 : -1;
-    if (ok && this.ejectedUntil[index] !== 0 && now >= this.ejectedUntil[index]) {
+    const rising = !this.up[index] && this.#streak[index] >= this.#thresholds.rise;
+    // An endpoint the active checks took down and brought back up has proven its recovery, ejected or not;
+    // otherwise (checks passing all along while traffic failed) the ejection time holds.
+    if (ok && this.ejectedUntil[index] !== 0 && (now >= this.ejectedUntil[index] || rising)) {
       this.ejectedUntil[index] = 0;
       this.#changed({ kind: 'returned', index });
     }
-    if (!this.up[index] && this.#streak[index] >= this.#thresholds.rise) {
+    if (rising) {
       this.up[index] = true;
       this.#changed({ kind: 'up', index, reason: `${this.#thresholds.rise} passing checks` });
     } else if (this.up[index] && -this.#streak[index] >= this.#thresholds.fall) {
       this.up[index] = false;
       this.#changed({ kind: 'down', index, reason: `${this.#thresholds.fall} failing checks: ${detail}` });
+    } else if (rttShift && this.#snapshot.rttMs[index] !== this.rttMs[index]) {
+      this.#changed({ kind: 'rtt', index, rttMs: this.rttMs[index]! });
     }
   }
 
-  /** Passive outlier ejection; the endpoint comes back with the first passing probe after `until`. */
+  /** Passive outlier ejection; the endpoint comes back with the first passing probe after `until` (or on rising). */
   eject(index: number, until: number): void {
     this.timesEjected[index]++;
     this.ejectedUntil[index] = until;

@@ -9,13 +9,27 @@ import type { MeridianConfig } from '../../src/config/types.ts';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-/** A real node:http server on 127.0.0.1, port 0, that counts the requests it sees. */
+/** The user-agent of Meridian's active health checks (src/health/checker.ts). */
+export const HEALTH_CHECK_AGENT = 'meridian-health-check';
+
+/**
+ * Answers an active health check with 200 and returns true, so test upstreams can leave probes out of what they
+ * count and record: every Meridian a test starts probes every endpoint at once.
+ */
+export function answeredProbe(req: IncomingMessage, res: ServerResponse): boolean {
+  if (req.headers['user-agent'] !== HEALTH_CHECK_AGENT) return false;
+  req.resume();
+  res.end('{"version":"test"}');
+  return true;
+}
+
+/** A real node:http server on 127.0.0.1, port 0, that counts the requests it sees (health checks answered apart). */
 export interface Upstream {
   readonly server: Server;
   readonly port: number;
   /** `http://127.0.0.1:PORT`, usable as an endpoint in a config. */
   readonly origin: string;
-  /** Requests whose head reached this server. */
+  /** Requests whose head reached this server, health checks not counted. */
   readonly requests: number;
   close(): Promise<void>;
 }
@@ -23,6 +37,7 @@ export interface Upstream {
 export async function startUpstream(handler: Handler): Promise<Upstream> {
   let requests = 0;
   const server = createServer((req, res) => {
+    if (answeredProbe(req, res)) return;
     requests++;
     handler(req, res);
   });
@@ -63,9 +78,16 @@ export async function deadPort(): Promise<number> {
 export type Overrides = Record<string, Record<string, unknown>>;
 
 /**
+ * Health settings for tests that are not about health: one probe per endpoint at boot and none after, so an
+ * endpoint a test kills or refuses stays a candidate and the test sees the data plane's own failover.
+ */
+export const BOOT_PROBE_ONLY = { interval: '1h' } as const;
+
+/**
  * A raw config whose candidates are the origins in the order given: the first is this instance's own zone
  * (`local/az-1`), each next one a region a little farther away (`fallback-1`, `fallback-2`, …). Client
  * addresses are loopback, so their location is unknown and regions are ordered by distance from `local`.
+ * Health checks run at boot only (`BOOT_PROBE_ONLY`) unless the overrides set `health`.
  */
 export function rawConfig(origins: readonly string[], overrides: Overrides = {}): Record<string, unknown> {
   const regions: Record<string, unknown> = {};
@@ -78,6 +100,7 @@ export function rawConfig(origins: readonly string[], overrides: Overrides = {})
     listen: { host: '127.0.0.1', port: 0 },
     admin: { host: '127.0.0.1', port: 0 },
     regions,
+    health: BOOT_PROBE_ONLY,
     shutdown: { drainDelay: 0 },
   };
   const out: Record<string, unknown> = { ...base };

