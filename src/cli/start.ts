@@ -40,8 +40,16 @@ export async function serve(config: MeridianConfig, options: ServeOptions = {}):
   );
   options.onStarted?.();
   const reloadOnHangup = (): void => {
-    void meridian.runtime.reload().then((result) =>
-      console.error(result.ok ? `meridian: config reloaded (version ${result.version})` : `meridian: config reload rejected, the old config keeps serving:\n${result.problems.map((p) => `  ${p.path || '(root)'}: ${p.message}`).join('\n')}`),
+    meridian.runtime.reload().then(
+      (result) => {
+        meridian.runtime.metrics.recordReload(result.ok);
+        if (result.ok) console.error(`meridian: config reloaded (version ${result.version})`);
+        else console.error(`meridian: config reload rejected, the old config keeps serving:\n${result.problems.map((p) => `  ${p.path || '(root)'}: ${p.message}`).join('\n')}`);
+      },
+      (err: unknown) => {
+        meridian.runtime.metrics.recordReload(false);
+        console.error(`meridian: config reload failed, the old config keeps serving: ${(err as Error).message}`);
+      },
     );
   };
   if (options.configPath !== undefined) process.on('SIGHUP', reloadOnHangup);
