@@ -1,0 +1,210 @@
+// How each upstream and each target under test is started: a child process on a free loopback port,
+// with its own generated config under bench/.tmp/, returned only once it answers 200.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, hasCommand, startChild, stopChild, type Child } from './children.ts';
+import { UPSTREAM_BODY } from './upstream.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const READY_TIMEOUT_MS = 20_000;
+
+/** The proxy under test runs alone on this CPU; upstream and load generator share the other. */
+export const PROXY_CPU = 0;
+export const LOAD_CPU = 1;
+
+export const HAS_NGINX = hasCommand('nginx');
+export const HAS_HAPROXY = hasCommand('haproxy');
+
+export interface Server {
+  readonly url: string;
+  readonly child: Child;
+  stop(): Promise<void>;
+}
+
+export interface Target {
+  readonly name: string;
+  /** `upstream` is what a proxy forwards to; `dir` is a scratch directory of its own. */
+  start(upstream: Server, dir: string): Promise<Server>;
+}
+
+export const DIRECT: Target = {
+  name: 'direct',
+  // The upstream itself, so stopping this target must leave it running.
+  start: async (upstream) => ({ url: upstream.url, child: upstream.child, stop: async () => {} }),
+};
+
+export const MERIDIAN: Target = {
+  name: 'Meridian',
+  async start(upstream, dir) {
+    const port = await freePort();
+    const config = join(dir, 'meridian.yaml');
+    writeFileSync(
+      config,
+      [
+        'self: { region: bench, zone: z1 }',
+        `listen: { host: 127.0.0.1, port: ${port} }`,
+        'admin: { host: 127.0.0.1, port: 0 }',
+        // The load generator sends X-Forwarded-For with a public address, so client-ip and geo do real work.
+        'geo: { trustedProxies: [127.0.0.1/32] }',
+        'regions:',
+        '  bench:',
+        '    location: [0, 0]',
+        '    zones:',
+        `      z1: { endpoints: ["${upstream.url}"] }`,
+        'shutdown: { drainDelay: 0, drainTimeout: 2s }',
+        '',
+      ].join('\n'),
+    );
+    return nodeServer('Meridian', port, [join(ROOT, 'src/cli/index.ts'), 'start', '--config', config]);
+  },
+};
+
+export const HTTP_PROXY: Target = {
+  name: 'http-proxy',
+  start: (upstream) => withPort((port) => nodeServer('http-proxy', port, [join(ROOT, 'bench/peers/http-proxy.ts'), String(port), upstream.url])),
+};
+
+export const FASTIFY_HTTP_PROXY: Target = {
+  name: '@fastify/http-proxy',
+  start: (upstream) =>
+    withPort((port) => nodeServer('@fastify/http-proxy', port, [join(ROOT, 'bench/peers/fastify-http-proxy.ts'), String(port), upstream.url])),
+};
+
+export const NGINX_PROXY: Target = {
+  name: 'nginx, 1 worker',
+  async start(upstream, dir) {
+    const port = await freePort();
+    const { port: upstreamPort } = new URL(upstream.url);
+    // Request buffering off: stream uploads like the Node proxies do, instead of spooling them to disk.
+    return nginx('nginx-proxy', port, join(dir, 'nginx-proxy'), [
+      `upstream bench_upstream { server 127.0.0.1:${upstreamPort}; keepalive 64; keepalive_requests 1000000; }`,
+      'server {',
+      `  listen 127.0.0.1:${port};`,
+      '  client_max_body_size 0;',
+      '  location / {',
+      '    proxy_pass http://bench_upstream;',
+      '    proxy_http_version 1.1;',
+      '    proxy_set_header Connection "";',
+      '    proxy_request_buffering off;',
+      '  }',
+      '}',
+    ]);
+  },
+};
+
+export const HAPROXY: Target = {
+  name: 'HAProxy, 1 thread',
+  async start(upstream, dir) {
+    const port = await freePort();
+    const { port: upstreamPort } = new URL(upstream.url);
+    const config = join(dir, 'haproxy.cfg');
+    writeFileSync(
+      config,
+      [
+        'global',
+        '  nbthread 1',
+        '  maxconn 4096',
+        'defaults',
+        '  mode http',
+        '  timeout connect 5s',
+        '  timeout client 65s',
+        '  timeout server 65s',
+        '  timeout http-keep-alive 65s',
+        '  http-reuse always',
+        'frontend bench',
+        `  bind 127.0.0.1:${port}`,
+        '  default_backend upstream',
+        'backend upstream',
+        `  server up1 127.0.0.1:${upstreamPort}`,
+        '',
+      ].join('\n'),
+    );
+    const child = startChild('haproxy', 'haproxy', ['-f', config, '-db'], { cpu: PROXY_CPU });
+    return ready(child, port);
+  },
+};
+
+/** The fixed-response upstream for small requests: nginx `return 200` in one process, pinned with the load generator. */
+export async function startNginxUpstream(dir: string): Promise<Server> {
+  const port = await freePort();
+  return nginx(
+    'nginx-upstream',
+    port,
+    join(dir, 'nginx-upstream'),
+    ['server {', `  listen 127.0.0.1:${port};`, '  default_type text/plain;', `  location / { return 200 "${UPSTREAM_BODY}"; }`, '}'],
+    LOAD_CPU,
+  );
+}
+
+/** The node:http upstream (bench/upstream.ts), which also drains request bodies. */
+export function startNodeUpstream(): Promise<Server> {
+  return withPort((port) => nodeServer('node upstream', port, [join(ROOT, 'bench/upstream.ts'), String(port)], LOAD_CPU));
+}
+
+function nodeServer(name: string, port: number, args: string[], cpu = PROXY_CPU): Promise<Server> {
+  return ready(startChild(name, process.execPath, args, { cpu, cwd: ROOT }), port);
+}
+
+/**
+ * One nginx process (no master, so the PID we hold is the one doing the work and the one we kill),
+ * logging to stderr, with its temp paths inside `prefix`.
+ */
+function nginx(name: string, port: number, prefix: string, serverBlock: string[], cpu = PROXY_CPU): Promise<Server> {
+  mkdirSync(prefix, { recursive: true });
+  const config = join(prefix, 'nginx.conf');
+  writeFileSync(
+    config,
+    [
+      'daemon off;',
+      'master_process off;',
+      'worker_processes 1;',
+      `pid ${join(prefix, 'nginx.pid')};`,
+      'error_log stderr error;',
+      'events { worker_connections 8192; }',
+      'http {',
+      '  access_log off;',
+      '  keepalive_timeout 65s;',
+      '  keepalive_requests 1000000;',
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `  ${kind}_temp_path ${join(prefix, kind)};`),
+      ...serverBlock.map((line) => `  ${line}`),
+      '}',
+      '',
+    ].join('\n'),
+  );
+  const child = startChild(name, 'nginx', ['-p', prefix, '-e', 'stderr', '-c', config], { cpu });
+  return ready(child, port);
+}
+
+async function withPort(start: (port: number) => Promise<Server>): Promise<Server> {
+  return start(await freePort());
+}
+
+/** Polls `GET /` until it answers 200; fails early, with the child's output, if the child exits. */
+async function ready(child: Child, port: number): Promise<Server> {
+  const url = `http://127.0.0.1:${port}`;
+  const server: Server = { url, child, stop: () => stopChild(child) };
+  let exited = false;
+  void child.exited.then(() => (exited = true));
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (exited) break;
+    if ((await probe(url)) === 200) return server;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await server.stop();
+  throw new Error(`${child.name} did not answer 200 on ${url}${exited ? ' (it exited)' : ''}:\n${child.output().slice(-2_000)}`);
+}
+
+function probe(url: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = request(url, { agent: false, timeout: 1_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', () => resolve(0));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
