@@ -7,6 +7,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { compileConfig } from '../src/config/compile.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
 import { BOOT_PROBE_ONLY, closeServer, json, send, startUpstream, type Reply, type Upstream } from './support/harness.ts';
@@ -95,6 +96,13 @@ async function startWorld(sections: { geo?: Record<string, unknown>; routing?: R
     }),
   );
   const upstreams = Object.fromEntries(entries) as Record<RegionName, Upstream>;
+  // WebSocket upgrades: each region refuses with 403 and its name, which is all these tests need to see.
+  for (const [region, upstream] of entries) {
+    upstream.server.on('upgrade', (req, socket) => {
+      seen.push({ region, method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytes: 0 });
+      socket.end(`HTTP/1.1 403 Forbidden\r\nx-region: ${region}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+    });
+  }
   const config = compileConfig(
     {
       self: { region: 'us-east', zone: 'az-1' },
@@ -155,6 +163,37 @@ describe('a spoofed X-Forwarded-For from an untrusted peer', () => {
     const reply = await send(world.port, from(STOCKHOLM_IP));
     expect(regionOf(reply)).toBe('us-east');
     expect(world.seen[0].headers['x-forwarded-for']).toBe('127.0.0.1');
+  });
+});
+
+/** Opens a WebSocket through Meridian and resolves with the HTTP answer it got instead of a 101. */
+function upgrade(port: number, headers: Record<string, string>): Promise<{ status: number; region: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/realtime?project=demo`, { headers });
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, region: res.headers['x-region'] as string | undefined, body }));
+    });
+    ws.on('open', () => reject(new Error('unexpected 101')));
+    ws.on('error', () => undefined);
+  });
+}
+
+describe('WebSocket upgrades', () => {
+  it('place the client by its trusted X-Forwarded-For, like requests', async () => {
+    const world = await startWorld();
+    expect((await upgrade(world.port, { 'x-forwarded-for': STOCKHOLM_IP })).region).toBe('eu-north');
+    expect(world.seen.at(-1)?.headers['x-forwarded-for']).toBe(STOCKHOLM_IP);
+  });
+
+  it('answer 503 naming a strict fence when every region inside it is down', async () => {
+    const world = await startWorld({ routing: { fences: [{ name: 'eu-residency', match: { continent: 'EU' }, regions: ['eu-north', 'eu-south'], mode: 'strict' }] } });
+    await Promise.all([world.upstreams['eu-north'].close(), world.upstreams['eu-south'].close()]);
+    const answer = await upgrade(world.port, { 'x-forwarded-for': MILAN_IP });
+    expect(answer.status).toBe(503);
+    expect(JSON.parse(answer.body)).toMatchObject({ type: 'meridian_fence_exhausted' });
+    expect(world.seen).toEqual([]);
   });
 });
 

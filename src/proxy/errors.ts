@@ -1,6 +1,7 @@
 // Meridian's one error type, the translation of undici and socket errors into it, and the JSON reply.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { MERIDIAN_VERSION } from '../version.ts';
+import type { Fence } from '../config/types.ts';
 
 export type ErrorSource = 'downstream' | 'upstream' | 'internal';
 
@@ -81,6 +82,18 @@ export function translateUpstreamError(err: unknown): ProxyError {
 /** The Appwrite-shaped JSON body of a Meridian error, shared by every path that answers with one. */
 export function errorBody(error: ProxyError): string {
   return JSON.stringify({ message: error.message, code: error.status, type: error.kind.type, version: MERIDIAN_VERSION });
+}
+
+/**
+ * A strict fence whose candidates are all used up answers 503 naming the fence (DESIGN.md §3), not the last
+ * upstream's error: the client must learn that other regions exist but may not serve it. Only failures that would
+ * have moved on to another region count; the client's own faults keep their answer. Null when the rule does not apply.
+ */
+export function fenceExhausted(fence: Fence | null, error: ProxyError): ProxyError | null {
+  if (fence === null || fence.mode !== 'strict') return null;
+  if (error.kind.source === 'downstream' || !(error.kind.nothingSent || error.kind === KINDS.noCandidate)) return null;
+  const message = `No region allowed for this client could serve the request: fence ${fence.name} (strict) keeps it in ${fence.regions.join(', ')}.`;
+  return new ProxyError(KINDS.fenceExhausted, error, message);
 }
 
 /** Appwrite-shaped JSON error with CORS headers, so browser SDKs can read why a request failed. */

@@ -8,7 +8,7 @@ import type { GeoLocation } from '../geo/database.ts';
 import type { RouteDecision, RouteFacts } from '../routing/types.ts';
 import type { DataPlane } from './plane.ts';
 import { downstreamResponseHeaders, type ForwardingFacts } from './headers.ts';
-import { KINDS, ProxyError, sendError, translateUpstreamError, type ProxyErrorKind } from './errors.ts';
+import { fenceExhausted, KINDS, ProxyError, sendError, translateUpstreamError, type ProxyErrorKind } from './errors.ts';
 import { pickInZone } from '../routing/p2c.ts';
 import { exchangeEnd, exchangeFailover } from './events.ts';
 
@@ -206,7 +206,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
 
   /** Answer with a Meridian error before or instead of any upstream response. */
   fail(error: ProxyError): void {
-    const answer = this.#fenceExhausted(error) ?? error;
+    const answer = (this.#hasNextCandidate() ? null : fenceExhausted(this.decision.fence, error)) ?? error;
     this.error = answer;
     sendError(this.req, this.res, answer, this.requestId);
   }
@@ -244,19 +244,6 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     if (this.tier + 1 < tiers.length) return true;
     const current = tiers[this.tier];
     return current !== undefined && this.triedInTier !== (1 << current.length) - 1;
-  }
-
-  /**
-   * A strict fence whose candidates are all used up answers 503 naming the fence (DESIGN.md §3), not the last
-   * upstream's error: the client must learn that other regions exist but may not serve it.
-   */
-  #fenceExhausted(error: ProxyError): ProxyError | null {
-    const { fence } = this.decision;
-    if (fence === null || fence.mode !== 'strict' || this.#hasNextCandidate()) return null;
-    // Only a failure that would have moved on to another region counts; the client's own faults keep their answer.
-    if (error.kind.source === 'downstream' || !(error.kind.nothingSent || error.kind === KINDS.noCandidate)) return null;
-    const message = `No region allowed for this client could serve the request: fence ${fence.name} (strict) keeps it in ${fence.regions.join(', ')}.`;
-    return new ProxyError(KINDS.fenceExhausted, error, message);
   }
 
   resumeUpstream(): void {

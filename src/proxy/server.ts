@@ -2,17 +2,13 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket, AddressInfo } from 'node:net';
-import { randomUUID } from 'node:crypto';
 import { CURRENT_EXCHANGE, Exchange, MeridianResponse, type ExchangeSocket } from './exchange.ts';
 import { upstreamRequestHeaders } from './headers.ts';
 import { KINDS, ProxyError } from './errors.ts';
 import { rejectMalformed } from './client-error.ts';
 import { handleUpgrade } from './websocket.ts';
 import type { DataPlane } from './plane.ts';
-import { resolveClientIp } from '../geo/client-ip.ts';
-
-/** An incoming `X-Request-Id` is kept when it is a sane token; anything else is replaced. */
-const MAX_REQUEST_ID_LENGTH = 200;
+import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
 
 export class ProxyServer {
   /** Swapped whole on reload; each request reads it once at accept. */
@@ -100,33 +96,6 @@ export class ProxyServer {
   };
 }
 
-/**
- * client-ip phase. Only a trusted peer may speak for the client (X-Forwarded-For, the single client IP header)
- * and for the original scheme and host; anyone else gets its own socket address.
- */
-function identifyClient(exchange: Exchange, plane: DataPlane): void {
-  const { trustedProxies, clientIpHeader } = plane.config.geo;
-  const peer = exchange.peerIp;
-  if (!trustedProxies.has(peer)) return;
-  const headers = exchange.req.headers;
-  const single = clientIpHeader === undefined ? undefined : headers[clientIpHeader];
-  exchange.clientIp = resolveClientIp(peer, headers['x-forwarded-for'], trustedProxies, typeof single === 'string' ? single : undefined);
-  if (headers['x-forwarded-proto'] === 'https') exchange.proto = 'https';
-  const forwardedHost = headers['x-forwarded-host'];
-  if (typeof forwardedHost === 'string' && forwardedHost !== '') exchange.forwardedHost = forwardedHost;
-}
-
-/** `X-Appwrite-Project`, else the `project` query parameter (realtime and downloads), looked up only if projects have affinity. */
-function projectOf(req: IncomingMessage, plane: DataPlane): string | undefined {
-  const header = req.headers['x-appwrite-project'];
-  if (typeof header === 'string') return header;
-  if (plane.config.routing.projects.size === 0) return undefined;
-  const url = req.url ?? '';
-  const query = url.indexOf('?');
-  if (query === -1) return undefined;
-  return new URLSearchParams(url.slice(query + 1)).get('project') ?? undefined;
-}
-
 const IDEMPOTENT_WITH_BODY = new Set(['PUT', 'DELETE', 'OPTIONS']);
 
 /** Small bodies of idempotent requests are held in memory, so a reset or a 502/503/504 can be retried. */
@@ -145,17 +114,6 @@ function holdBodyThenStart(exchange: Exchange, req: IncomingMessage): void {
   });
   // A client that leaves mid-body closes the response too; onDownstreamClose accounts for the exchange.
   req.on('error', () => req.destroy());
-}
-
-/** The socket peer in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4. */
-export function peerAddress(socket: Socket): string {
-  const address = socket.remoteAddress ?? '';
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}
-
-export function requestIdOf(req: IncomingMessage): string {
-  const incoming = req.headers['x-request-id'];
-  return typeof incoming === 'string' && incoming.length > 0 && incoming.length <= MAX_REQUEST_ID_LENGTH ? incoming : randomUUID();
 }
 
 /**

@@ -6,9 +6,9 @@ import type { Endpoint } from '../config/types.ts';
 import type { GeoLocation } from '../geo/database.ts';
 import type { RouteDecision, RouteFacts } from '../routing/types.ts';
 import { upstreamRequestHeaders, type ForwardingFacts } from './headers.ts';
-import { errorBody, KINDS, ProxyError, translateUpstreamError } from './errors.ts';
+import { errorBody, fenceExhausted, KINDS, ProxyError, translateUpstreamError } from './errors.ts';
 import { tunnelClose, tunnelOpen } from './events.ts';
-import { peerAddress, requestIdOf } from './server.ts';
+import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
 import type { DataPlane } from './plane.ts';
 
 /** Both sockets point back at their tunnel, so the listeners below are shared functions, not per-socket closures. */
@@ -115,6 +115,7 @@ export function handleUpgrade(plane: DataPlane, req: IncomingMessage, socket: So
     tunnel.refuse(new ProxyError(KINDS.badRequest, undefined, 'Only WebSocket upgrades are proxied.'));
     return;
   }
+  identifyClient(tunnel, plane);
   tunnel.location = plane.locator.locate(tunnel.clientIp);
   tunnel.project = projectOf(req, plane);
   tunnel.decision = plane.router.route(tunnel);
@@ -122,18 +123,11 @@ export function handleUpgrade(plane: DataPlane, req: IncomingMessage, socket: So
   let text = `GET ${req.url ?? '/'} HTTP/1.1\r\n`;
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
   tunnel.requestHead = `${text}\r\n`;
-  if (!tunnel.connectNext()) tunnel.refuse(new ProxyError(KINDS.noCandidate));
+  if (tunnel.connectNext()) return;
+  const error = new ProxyError(KINDS.noCandidate);
+  tunnel.refuse(fenceExhausted(tunnel.decision.fence, error) ?? error);
 }
 
-/** Mirrors server.ts: the realtime SDK names its project in the query string. */
-function projectOf(req: IncomingMessage, plane: DataPlane): string | undefined {
-  const header = req.headers['x-appwrite-project'];
-  if (typeof header === 'string') return header;
-  if (plane.config.routing.projects.size === 0) return undefined;
-  const url = req.url ?? '';
-  const query = url.indexOf('?');
-  return query === -1 ? undefined : (new URLSearchParams(url.slice(query + 1)).get('project') ?? undefined);
-}
 
 /** The upstream accepted: replay the upgrade request, then splice. Its 101 (or refusal) flows back untouched. */
 function onUpstreamConnect(this: TunnelSocket): void {
@@ -189,7 +183,9 @@ function onUpstreamClose(this: TunnelSocket, hadError: boolean): void {
   // The connect failed (refused, timed out, TLS) or was aborted because the client left; nothing was sent yet.
   tunnel.upstream = null;
   if (tunnel.downstream.destroyed) return;
-  if (!tunnel.connectNext()) tunnel.refuse(tunnel.error ?? new ProxyError(KINDS.connectFailed));
+  if (tunnel.connectNext()) return;
+  const error = tunnel.error ?? new ProxyError(KINDS.connectFailed);
+  tunnel.refuse(fenceExhausted(tunnel.decision?.fence ?? null, error) ?? error);
 }
 
 /** An error resets the other side; a clean close ends it gracefully, so frames already queued (the close frame) arrive. */

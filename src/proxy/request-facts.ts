@@ -1,0 +1,54 @@
+// The client-ip phase and the request facts that HTTP exchanges and WebSocket tunnels both derive the same way.
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { resolveClientIp } from '../geo/client-ip.ts';
+import type { DataPlane } from './plane.ts';
+
+/** An incoming `X-Request-Id` is kept when it is a sane token; anything else is replaced. */
+const MAX_REQUEST_ID_LENGTH = 200;
+
+/** What the client-ip phase reads and fills in. */
+export interface ClientFacts {
+  readonly req: IncomingMessage;
+  readonly peerIp: string;
+  clientIp: string;
+  proto: string;
+  forwardedHost: string | undefined;
+}
+
+/** The socket peer in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4. */
+export function peerAddress(socket: Socket): string {
+  const address = socket.remoteAddress ?? '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+export function requestIdOf(req: IncomingMessage): string {
+  const incoming = req.headers['x-request-id'];
+  return typeof incoming === 'string' && incoming.length > 0 && incoming.length <= MAX_REQUEST_ID_LENGTH ? incoming : randomUUID();
+}
+
+/**
+ * client-ip phase. Only a trusted peer may speak for the client (X-Forwarded-For, the single client IP header)
+ * and for the original scheme and host; anyone else gets its own socket address.
+ */
+export function identifyClient(facts: ClientFacts, plane: DataPlane): void {
+  const { trustedProxies, clientIpHeader } = plane.config.geo;
+  if (!trustedProxies.has(facts.peerIp)) return;
+  const headers = facts.req.headers;
+  const single = clientIpHeader === undefined ? undefined : headers[clientIpHeader];
+  facts.clientIp = resolveClientIp(facts.peerIp, headers['x-forwarded-for'], trustedProxies, typeof single === 'string' ? single : undefined);
+  if (headers['x-forwarded-proto'] === 'https') facts.proto = 'https';
+  const forwardedHost = headers['x-forwarded-host'];
+  if (typeof forwardedHost === 'string' && forwardedHost !== '') facts.forwardedHost = forwardedHost;
+}
+
+/** `X-Appwrite-Project`, else the `project` query parameter (realtime and downloads), looked up only if projects have affinity. */
+export function projectOf(req: IncomingMessage, plane: DataPlane): string | undefined {
+  const header = req.headers['x-appwrite-project'];
+  if (typeof header === 'string') return header;
+  if (plane.config.routing.projects.size === 0) return undefined;
+  const url = req.url ?? '';
+  const query = url.indexOf('?');
+  return query === -1 ? undefined : (new URLSearchParams(url.slice(query + 1)).get('project') ?? undefined);
+}
