@@ -1,19 +1,12 @@
 // Active health checks: a GET per endpoint on a jittered interval, faster while the endpoint is down.
 import http from 'node:http';
 import https from 'node:https';
-import type { Endpoint } from '../config/types.ts';
+import type { Endpoint, MeridianConfig } from '../config/types.ts';
 import type { HealthState } from './state.ts';
 import { healthCheck } from './events.ts';
 
-export interface CheckSettings {
-  readonly path: string;
-  /** Host header; Appwrite wants its `_APP_DOMAIN`. Undefined sends the endpoint's own host. */
-  readonly host: string | undefined;
-  readonly expectStatus: readonly [number, number];
-  readonly interval: number;
-  readonly unhealthyInterval: number;
-  readonly timeout: number;
-}
+/** The `health` section of the config: path, Host header, expected statuses, intervals, timeout, rise/fall. */
+export type CheckSettings = MeridianConfig['health'];
 
 export type CheckResult = 'success' | 'failure' | 'timeout';
 
