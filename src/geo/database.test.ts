@@ -61,6 +61,29 @@ const fixtures: Record<string, [MmdbEntry[], MmdbOptions]> = {
     { databaseType: 'GeoLite2-ASN' },
   ],
   'empty.mmdb': [[], { databaseType: 'GeoLite2-City' }],
+  // Boundaries of the open-time coordinate check, each of which a real database can show.
+  'countries.mmdb': [
+    [
+      { network: '81.2.69.0/24', data: { country: { iso_code: 'GB' } } },
+      { network: '89.160.20.0/24', data: { country: { iso_code: 'SE' } } },
+      { network: '216.160.83.0/24', data: { country: { iso_code: 'US' } } },
+    ],
+    { databaseType: 'GeoIP2-Country' },
+  ],
+  'null-island.mmdb': [
+    [
+      { network: '81.2.69.0/24', data: flatRecord('', 'GB', 0, 0) },
+      { network: '89.160.20.0/24', data: flatRecord('Stockholm', 'SE', 59.3293, 18.0686) },
+    ],
+    { databaseType: 'city ipv4', ...flat(4) },
+  ],
+  'one-city.mmdb': [
+    [
+      { network: '81.2.69.0/24', data: flatRecord('London', 'GB', 51.5142, -0.0931) },
+      { network: '2.125.160.0/24', data: flatRecord('London', 'GB', 51.5143, -0.0912) },
+    ],
+    { databaseType: 'city ipv4', ...flat(4) },
+  ],
 };
 
 let dir: string;
@@ -125,7 +148,7 @@ describe('GeoIP2 schema', () => {
     expect(databases['geoip2-country.mmdb'].lookup('81.2.69.142')).toEqual(centroid('GB'));
   });
 
-  it('ignores coordinates out of range and falls back to the centroid', () => {
+  it('ignores coordinates out of range where the open-time probe does not look, and falls back to the centroid', () => {
     expect(databases['geoip2-city.mmdb'].lookup('6.6.6.6')).toEqual(centroid('SE'));
   });
 
@@ -150,6 +173,16 @@ describe('flat DB-IP schema', () => {
 
   it('places a country-only record at the country centroid', () => {
     expect(databases['flat-country.mmdb'].lookup('89.160.20.112')).toEqual(centroid('SE'));
+  });
+});
+
+describe('the open-time coordinate check', () => {
+  it.each([
+    ['countries.mmdb', 'a country-only database, which has no coordinates', '216.160.83.56', centroid('US')],
+    ['null-island.mmdb', 'a point at exactly 0°, 0°', '81.2.69.142', { lat: 0, lon: 0, country: 'GB', continent: 'EU', accuracyKm: null }],
+    ['one-city.mmdb', 'two probes in one city, a street apart', '2.125.160.216', { lat: 51.5143, lon: -0.0912, country: 'GB', continent: 'EU', accuracyKm: null }],
+  ])('%s opens: %s', async (name, _what, ip, location) => {
+    expect((await openGeoDatabase(file(name))).lookup(ip)).toEqual(location);
   });
 });
 

@@ -1,5 +1,6 @@
-// One MaxMind-format geo database: opening and sanity-checking the file, detecting its schema (GeoIP2 or the flat
-// DB-IP/ip-location-db one) and mapping its records to GeoLocation, with country centroids for country-only records.
+// One MaxMind-format geo database: opening and sanity-checking the file (metadata, then the coordinates of probe
+// addresses), detecting its schema (GeoIP2 or the flat DB-IP/ip-location-db one) and mapping its records to
+// GeoLocation, with country centroids for country-only records.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Reader } from 'maxmind';
@@ -57,6 +58,22 @@ const METADATA_MARKER = Buffer.from('abcdef4d61784d696e642e636f6d', 'hex');
 const SEPARATOR_BYTES = 16;
 // Schema detection reads the first records in address order; this bounds the walk, also on a corrupt tree.
 const SAMPLE_LOOKUPS = 256;
+
+// Addresses every real City or Country database answers, spread over the continents: the documented entries of
+// MaxMind's test databases first, then public resolvers, registries and universities. The coordinates they decode
+// to are checked once at open, never per lookup.
+const PROBES_V4 = [
+  '81.2.69.142', '2.125.160.216', '89.160.20.112', '216.160.83.56', '67.43.156.0', '175.16.199.0',
+  '1.1.1.1', '8.8.8.8', '200.160.2.3', '41.203.64.1', '105.0.0.1', '133.11.0.1', '193.0.14.129', '77.88.8.8',
+];
+const PROBES_V6 = [
+  '2001:218::1', '2a02:d1c0::1', '2001:4860:4860::8888', '2001:67c:2e8::1', '2001:12ff::1', '2c0f:fb50::1', '2a00:1450::1',
+];
+// Real coordinates carry at most about seven decimals, and float noise around zero stays above 1e-17. A nonzero value
+// below this is a double decoded from the wrong bytes (MaxMind's broken-double file gives 1e-33 to 1e-91) or a denormal.
+const GARBAGE_BELOW = 1e-20;
+// Degrees (about 10 m) within which two probes count as one point.
+const SAME_POINT = 1e-4;
 
 // Records are untrusted decoded data: every field is probed, never assumed.
 interface Geoip2Record {
@@ -127,6 +144,36 @@ function* sampleRecords(reader: Reader<Response>): Generator<unknown> {
   }
 }
 
+/**
+ * Refuses a database whose probe addresses decode to impossible coordinates. A corrupt file can decode every double
+ * to a tiny number, which lookups would take for a place at 0°, 0°, sending every client to one region.
+ */
+function checkCoordinates(path: string, reader: Reader<Response>, schema: GeoSchema): void {
+  const geoip2 = schema.startsWith('geoip2');
+  const points: { ip: string; lat: number; lon: number }[] = [];
+  for (const ip of reader.metadata.ipVersion === 4 ? PROBES_V4 : [...PROBES_V4, ...PROBES_V6]) {
+    let record: unknown;
+    try {
+      record = reader.get(ip);
+    } catch (error) {
+      throw new GeoDatabaseError(path, `probe lookup of ${ip} failed (${(error as Error).message})`, error);
+    }
+    if (!isObject(record)) continue;
+    const { latitude, longitude } = (geoip2 ? ((record as Geoip2Record).location ?? {}) : record) as FlatRecord;
+    for (const [field, value, limit] of [['latitude', latitude, 90], ['longitude', longitude, 180]] as const) {
+      if (typeof value !== 'number') continue;
+      const decoded = `${geoip2 ? 'location.' : ''}${field} of ${ip} decodes to ${Number(value.toPrecision(3))}`;
+      if (!Number.isFinite(value) || (value !== 0 && Math.abs(value) < GARBAGE_BELOW)) throw new GeoDatabaseError(path, `${decoded}, not a coordinate`);
+      if (Math.abs(value) > limit) throw new GeoDatabaseError(path, `${decoded}, outside [-${limit}, ${limit}]`);
+    }
+    if (typeof latitude === 'number' && typeof longitude === 'number') points.push({ ip, lat: latitude, lon: longitude });
+  }
+  const [first] = points;
+  if (points.length < 2 || points.some(({ lat, lon }) => Math.abs(lat - first.lat) >= SAME_POINT || Math.abs(lon - first.lon) >= SAME_POINT)) return;
+  const ips = points.map(({ ip }) => ip).join(', ');
+  throw new GeoDatabaseError(path, `all ${points.length} probe addresses with coordinates (${ips}) decode to one point, ${first.lat}, ${first.lon}`);
+}
+
 /** Opens and sanity-checks a database; any problem is a GeoDatabaseError naming the path. */
 export async function openGeoDatabase(path: string): Promise<GeoDatabase> {
   let db: Buffer;
@@ -163,6 +210,7 @@ export async function openGeoDatabase(path: string): Promise<GeoDatabase> {
     throw new GeoDatabaseError(path, `probe lookup failed (${(error as Error).message})`, error);
   }
   if (schema === null) throw new GeoDatabaseError(path, `no record carries a location or a country (database_type ${databaseType})`);
+  checkCoordinates(path, reader, schema);
 
   const map = schema.startsWith('geoip2') ? fromGeoip2 : fromFlat;
   // The metadata description is a map of language to text, whatever mmdb-lib's type says.
