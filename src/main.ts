@@ -5,8 +5,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeridianConfig } from './config/types.ts';
 import { loadConfigFile } from './config/load.ts';
 import { ConfigError, type ConfigProblem } from './config/errors.ts';
+import { restartRequired } from './config/restart-only.ts';
 import { createGeoRouter } from './routing/geo-router.ts';
 import { GeoLocator, DEFAULT_GEO_DATABASES } from './geo/locator.ts';
+import { openGeoDatabase, type GeoDatabase } from './geo/database.ts';
 import { UploadPins } from './proxy/upload-pins.ts';
 import { UpstreamPools } from './proxy/pools.ts';
 import { EndpointLoadTable } from './proxy/load.ts';
@@ -23,7 +25,13 @@ import { startMetrics, type MetricsExporter } from './observe/metrics.ts';
 import { startTrafficSummary, type TrafficSummarizer } from './observe/summary.ts';
 import { startAccessLog, type LogDestination } from './observe/access-log.ts';
 
-export type ReloadResult = { readonly ok: true; readonly version: number } | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
+/**
+ * A reload applies whole or not at all. `restartRequired` names the fields whose new value waits for a restart
+ * (compared with the config the process started with), everything else is serving.
+ */
+export type ReloadResult =
+  | { readonly ok: true; readonly version: number; readonly restartRequired: readonly string[] }
+  | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
 
 /** What the admin plane and the observers may read and do; the data plane never sees it. */
 export interface MeridianRuntime {
@@ -34,8 +42,13 @@ export interface MeridianRuntime {
   plane(): DataPlane;
   health(): HealthState;
   configVersion(): number;
+  /** Fields of the loaded config that differ from the running listeners' and wait for a restart. */
+  restartRequired(): readonly string[];
   ready(): Readiness;
-  /** Validate-then-swap from the config file; a bad file changes nothing. */
+  /**
+   * Build-then-swap from the config file, one reload at a time; logged and counted in the reload metric. Never
+   * rejects: a bad file, a bad geo database or any failure while building leaves the old config serving.
+   */
   reload(): Promise<ReloadResult>;
   readonly metrics: MetricsExporter;
   readonly summary: TrafficSummarizer;
@@ -80,10 +93,13 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   let config = initial;
   let version = 1;
   let health = buildHealth(config);
-  const snapshot = (): DataPlane =>
-    createDataPlane(config, createGeoRouter(config, health.state.snapshot), { pools, traffic, locator, uploadPins, load: health.load, outcomes: health.outlier });
+  const planeFor = (forConfig: MeridianConfig, world: HealthParts): DataPlane =>
+    createDataPlane(forConfig, createGeoRouter(forConfig, world.state.snapshot), { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier });
+  const snapshot = (): DataPlane => planeFor(config, health);
   const proxy = new ProxyServer(snapshot());
+  health.checker.start();
 
+  /** A health world that starts checking only once `checker.start()` is called, so a reload can build it unused. */
   function buildHealth(forConfig: MeridianConfig): HealthParts {
     const { endpoints } = forConfig.topology;
     const state = new HealthState(endpoints.length, forConfig.health);
@@ -95,9 +111,86 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     });
     const outlier = new OutlierDetector(state, endpoints.length, forConfig.outlierDetection);
     const checker = new ActiveChecker(endpoints, state, forConfig.health);
-    checker.start();
     return { state, outlier, checker, load: new EndpointLoadTable(endpoints.length) };
   }
+
+  /**
+   * One reload: everything the new config needs is built first (config, geo databases, caches, health world,
+   * snapshot), with no await between the last build step and the swap, so nothing can change or observe it halfway.
+   */
+  async function applyReload(configPath: string): Promise<ReloadResult> {
+    let next: MeridianConfig;
+    try {
+      next = await loadConfigFile(configPath);
+    } catch (err) {
+      if (err instanceof ConfigError) return { ok: false, problems: err.problems };
+      throw err;
+    }
+    const opened = await openNewDatabases(locator, next);
+    if (opened instanceof Array) return { ok: false, problems: opened };
+
+    const databases = (next.geo.databases ?? DEFAULT_GEO_DATABASES).map((path) => opened.get(path) ?? locator.open.find((db) => db.info.path === path)!);
+    const swapGeo = locator.prepare(databases, next.geo.cacheSize);
+    const swapPins = uploadPins.prepare(next.routing.uploadPinning.ttl, next.routing.uploadPinning.maxEntries);
+    const world = sameHealthWorld(config, next) ? health : buildHealth(next);
+    let plane: DataPlane;
+    try {
+      plane = planeFor(next, world);
+    } catch (err) {
+      if (world !== health) world.checker.stop();
+      try {
+        // The pool registry may have moved to the new endpoint list: the old config takes it back.
+        proxy.plane = snapshot();
+      } catch (rollback) {
+        console.error('meridian: restoring the old snapshot after a failed reload failed too:', rollback);
+      }
+      throw err;
+    }
+
+    // The commit: reference swaps, none of which can fail.
+    const previous = health;
+    swapGeo();
+    swapPins();
+    proxy.applyTimeouts(next.timeouts);
+    config = next;
+    health = world;
+    proxy.plane = plane;
+    version++;
+    const result: ReloadResult = { ok: true, version, restartRequired: restartRequired(initial, next) };
+    try {
+      if (world !== previous) {
+        world.checker.start();
+        previous.checker.stop();
+      }
+      accessLog.reconfigure();
+    } catch (err) {
+      // The config is serving; say so, and what did not start with it.
+      console.error(`meridian: config version ${version} is serving, but starting its health checks or access log failed:`, err);
+    }
+    return result;
+  }
+
+  // Reloads queue: SIGHUP and POST /reload arriving together must not build against each other's half-swapped state.
+  let reloads: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<ReloadResult> => {
+    const done = reloads.then(async (): Promise<ReloadResult> => {
+      let result: ReloadResult;
+      try {
+        result =
+          options.configPath === undefined
+            ? { ok: false, problems: [{ path: '', message: 'this instance has no config file to reload' }] }
+            : await applyReload(options.configPath);
+      } catch (err) {
+        console.error('meridian: config reload failed while building, nothing was changed:', err);
+        result = { ok: false, problems: [{ path: '', message: `the reload failed while building the new config, nothing was changed: ${(err as Error)?.message ?? String(err)}` }] };
+      }
+      runtime.metrics.recordReload(result.ok);
+      console.error(describeReload(result));
+      return result;
+    });
+    reloads = done.catch(() => undefined);
+    return done;
+  };
 
   const core: Omit<MeridianRuntime, 'metrics' | 'summary'> = {
     startedAt,
@@ -106,28 +199,9 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     plane: () => proxy.plane,
     health: () => health.state,
     configVersion: () => version,
+    restartRequired: () => restartRequired(initial, config),
     ready: () => readiness(config, health.state.snapshot, traffic.draining),
-    reload: async () => {
-      if (options.configPath === undefined) return { ok: false, problems: [{ path: '', message: 'this instance has no config file to reload' }] };
-      let next: MeridianConfig;
-      try {
-        next = await loadConfigFile(options.configPath);
-      } catch (err) {
-        if (err instanceof ConfigError) return { ok: false, problems: err.problems };
-        throw err;
-      }
-      const sameEndpoints = next.topology.endpoints.map((e) => e.key).join() === config.topology.endpoints.map((e) => e.key).join();
-      config = next;
-      if (!sameEndpoints) {
-        const old = health;
-        health = buildHealth(config);
-        old.checker.stop();
-      }
-      proxy.plane = snapshot();
-      version++;
-      accessLog.reconfigure();
-      return { ok: true, version };
-    },
+    reload,
   };
   // Observers subscribe before the proxy accepts, so the first request is counted.
   const runtime: MeridianRuntime = { ...core, metrics: startMetrics(core), summary: startTrafficSummary(core) };
@@ -164,4 +238,37 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     await new Promise<void>((resolve) => adminServer.close(() => resolve()));
   };
   return { proxyAddress, adminAddress, runtime, shutdown: () => (stopping ??= shutdown()) };
+}
+
+/** The endpoints and the settings fixed in a health world are unchanged, so its state (up, ejections, RTT) carries on. */
+function sameHealthWorld(a: MeridianConfig, b: MeridianConfig): boolean {
+  const keys = (c: MeridianConfig): string => c.topology.endpoints.map((e) => e.key).join('\n');
+  return keys(a) === keys(b) && JSON.stringify(a.health) === JSON.stringify(b.health) && JSON.stringify(a.outlierDetection) === JSON.stringify(b.outlierDetection);
+}
+
+/**
+ * Opens the files of a new `geo.databases` list that the locator does not have open (the watcher keeps those
+ * current). Returns them by path, or a problem per file that is missing or fails its checks.
+ */
+async function openNewDatabases(locator: GeoLocator, next: MeridianConfig): Promise<Map<string, GeoDatabase> | ConfigProblem[]> {
+  const open = new Set(locator.open.map((db) => db.info.path));
+  const paths = next.geo.databases ?? DEFAULT_GEO_DATABASES;
+  const fresh = [...new Set(paths)].filter((path) => !open.has(path));
+  const results = await Promise.allSettled(fresh.map((path) => openGeoDatabase(path)));
+  const problems = results.flatMap((result, i): ConfigProblem[] => {
+    if (result.status === 'fulfilled') return [];
+    const field = next.geo.databases === null ? 'geo.databases' : `geo.databases[${paths.indexOf(fresh[i])}]`;
+    return [{ path: field, message: (result.reason as Error)?.message ?? String(result.reason) }];
+  });
+  if (problems.length > 0) return problems;
+  return new Map(results.map((result, i) => [fresh[i], (result as PromiseFulfilledResult<GeoDatabase>).value]));
+}
+
+/** The log line of a reload, for SIGHUP and POST /reload alike. */
+function describeReload(result: ReloadResult): string {
+  if (!result.ok) {
+    return `meridian: config reload rejected, the old config keeps serving:\n${result.problems.map((p) => `  ${p.path || '(root)'}: ${p.message}`).join('\n')}`;
+  }
+  const pending = result.restartRequired.length === 0 ? '' : `; these fields change only after a restart: ${result.restartRequired.join(', ')}`;
+  return `meridian: config reloaded (version ${result.version})${pending}`;
 }

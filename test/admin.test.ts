@@ -192,7 +192,7 @@ describe('POST /reload', () => {
     await writeFile(m.file, JSON.stringify(rawConfig({ headers: { routingHeaders: true } })));
     const good = await m.admin({ method: 'POST', path: '/reload' });
     expect(good.status).toBe(200);
-    expect(json(good)).toEqual({ ok: true, version: 2 });
+    expect(json(good)).toEqual({ ok: true, version: 2, restartRequired: [] });
     const after = await send(m.proxy, { path: '/x' });
     expect(after.headers['x-meridian-region']).toBe('us-east');
     expect((await status(m)).version.config).toBe(2);

@@ -1,5 +1,6 @@
-// SIGHUP reloads `meridian start`'s config file: a good file is swapped in, a bad one is rejected with its
-// field paths while the old config keeps serving, and both outcomes are counted in the reload metric.
+// SIGHUP reloads `meridian start`'s config file: a good file is swapped in, a bad one (an empty one too) is rejected
+// with its field paths while the old config keeps serving, a field that waits for a restart is named in the log
+// line, and every outcome is counted in the reload metric.
 import { afterEach, expect, test } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -36,7 +37,7 @@ shutdown: { drainDelay: 0s }
 ${extra}`;
 }
 
-test('SIGHUP swaps in a good config, rejects a bad one, and counts both', async () => {
+test('SIGHUP swaps in a good config, rejects a bad or empty one, names restart-only changes, and counts them all', async () => {
   upstream = await startUpstream((_req, res) => res.end('ok'));
   dir = await mkdtemp(join(tmpdir(), 'meridian-sighup-'));
   const file = join(dir, 'meridian.yaml');
@@ -66,7 +67,20 @@ test('SIGHUP swaps in a good config, rejects a bad one, and counts both', async 
   expect(reply.status).toBe(200);
   expect(reply.headers['x-meridian-region']).toBe('local');
 
+  // An empty file is a problem at the root like any other, not a crash.
+  await writeFile(file, '');
+  proc.kill('SIGHUP');
+  await until(() => stderr.includes('(root): the config file is empty'), 'the empty file to be rejected');
+  expect((await send(proxyPort)).headers['x-meridian-region']).toBe('local');
+
+  // A new port waits for a restart, and the log line says so while the old listener keeps serving.
+  await writeFile(file, configText(upstream.origin, 'headers: { routingHeaders: true }\n').replace('listen: { host: 127.0.0.1, port: 0 }', 'listen: { host: 127.0.0.1, port: 1 }'));
+  proc.kill('SIGHUP');
+  await until(() => stderr.includes('config reloaded (version 3)'), 'the port change to be reloaded');
+  expect(stderr).toContain('config reloaded (version 3); these fields change only after a restart: listen.port');
+  expect((await send(proxyPort)).status).toBe(200);
+
   const metrics = (await send(adminPort, { path: '/metrics' })).body.toString();
-  expect(metrics).toMatch(/meridian_config_reloads_total\{result="success"\} 1\b/);
-  expect(metrics).toMatch(/meridian_config_reloads_total\{result="failure"\} 1\b/);
+  expect(metrics).toMatch(/meridian_config_reloads_total\{result="success"\} 2\b/);
+  expect(metrics).toMatch(/meridian_config_reloads_total\{result="failure"\} 2\b/);
 });

@@ -43,13 +43,12 @@ export function createAdminApp(runtime: MeridianRuntime): Hono {
     return c.json({ ...explainRoute(ip, location, decision), panic: decision.panic });
   });
 
+  // reload() logs and counts the outcome, and never rejects: whatever went wrong is a 400 naming its field.
   app.post('/reload', async (c) => {
-    const result = await runtime.reload().catch((err: unknown) => {
-      runtime.metrics.recordReload(false);
-      throw err;
-    });
-    runtime.metrics.recordReload(result.ok);
-    return result.ok ? c.json({ ok: true, version: result.version }) : c.json({ ok: false, problems: result.problems }, 400);
+    const result = await runtime.reload();
+    return result.ok
+      ? c.json({ ok: true, version: result.version, restartRequired: [...result.restartRequired] })
+      : c.json({ ok: false, problems: [...result.problems] }, 400);
   });
   app.on(['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE'], '/reload', (c) => {
     c.header('allow', 'POST');

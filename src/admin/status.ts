@@ -50,6 +50,8 @@ export interface GeoDatabaseStatus {
 export interface StatusReport {
   readonly self: { readonly region: string; readonly zone: string };
   readonly version: { readonly meridian: string; readonly config: number };
+  /** The config version serving, and the fields a reload changed that wait for a restart (until it happens). */
+  readonly config: { readonly version: number; readonly restartRequired: readonly string[] };
   readonly startedAt: string;
   readonly uptimeSeconds: number;
   readonly draining: boolean;
@@ -60,7 +62,11 @@ export interface StatusReport {
     /** The attribution to show, when a bundled DB-IP database is in use; otherwise null. */
     readonly credit: string | null;
     readonly lookups: Readonly<Record<GeoOutcome, number>>;
+    /** The LRU cache of located addresses: its bound (`geo.cacheSize`) and how many it holds. */
+    readonly cache: { readonly max: number; readonly entries: number };
   };
+  /** Chunked uploads pinned to a region (`routing.uploadPinning`): the bounds in force and what is held. */
+  readonly uploadPins: { readonly ttlMs: number; readonly maxEntries: number; readonly uploads: number; readonly firstChunks: number };
   readonly traffic: { readonly inflight: number; readonly connections: number; readonly websockets: number };
   readonly summary: TrafficSummary;
 }
@@ -69,7 +75,7 @@ const BUNDLED: ReadonlySet<string> = new Set(DEFAULT_GEO_DATABASES);
 
 export function statusReport(runtime: MeridianRuntime, now: number = Date.now()): StatusReport {
   // One synchronous read: plane and health are swapped together on reload, so their endpoint indexes agree.
-  const { config, load } = runtime.plane();
+  const { config, load, uploadPins } = runtime.plane();
   const health = runtime.health();
   const { usable } = health.snapshot;
   const { self } = config.topology;
@@ -110,6 +116,7 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
   return {
     self: { region: self.region, zone: self.zone },
     version: { meridian: MERIDIAN_VERSION, config: runtime.configVersion() },
+    config: { version: runtime.configVersion(), restartRequired: runtime.restartRequired() },
     startedAt: iso(runtime.startedAt),
     uptimeSeconds: Math.max(0, Math.floor((now - runtime.startedAt) / 1000)),
     draining: traffic.draining,
@@ -119,7 +126,9 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
       databases,
       credit: databases.some((db) => db.bundled) ? DBIP_CREDIT : null,
       lookups: { ...runtime.locator.counts },
+      cache: runtime.locator.cache,
     },
+    uploadPins: { ttlMs: uploadPins.ttlMs, maxEntries: uploadPins.maxEntries, ...uploadPins.entries },
     traffic: { inflight: traffic.inflight, connections: traffic.connections, websockets: traffic.tunnels.size },
     summary: runtime.summary.snapshot(),
   };

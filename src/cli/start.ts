@@ -39,19 +39,8 @@ export async function serve(config: MeridianConfig, options: ServeOptions = {}):
       `admin on ${meridian.adminAddress.address}:${meridian.adminAddress.port}`,
   );
   options.onStarted?.();
-  const reloadOnHangup = (): void => {
-    meridian.runtime.reload().then(
-      (result) => {
-        meridian.runtime.metrics.recordReload(result.ok);
-        if (result.ok) console.error(`meridian: config reloaded (version ${result.version})`);
-        else console.error(`meridian: config reload rejected, the old config keeps serving:\n${result.problems.map((p) => `  ${p.path || '(root)'}: ${p.message}`).join('\n')}`);
-      },
-      (err: unknown) => {
-        meridian.runtime.metrics.recordReload(false);
-        console.error(`meridian: config reload failed, the old config keeps serving: ${(err as Error).message}`);
-      },
-    );
-  };
+  // reload() logs and counts its outcome itself (as for POST /reload) and never rejects.
+  const reloadOnHangup = (): void => void meridian.runtime.reload();
   if (options.configPath !== undefined) process.on('SIGHUP', reloadOnHangup);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);

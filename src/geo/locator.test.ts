@@ -130,3 +130,36 @@ describe('databases', () => {
     expect(locator.databases.map((info) => info.path)).toEqual(['stub-v4', 'stub-v6']);
   });
 });
+
+describe('a config reload (prepare, then swap)', () => {
+  it('changes nothing until the swap; a new list then answers and starts with an empty cache', () => {
+    const before = stub(6, { '81.2.69.142': here('GB') });
+    const after = stub(6, { '81.2.69.142': here('SE') });
+    const locator = new GeoLocator([before.database], { cacheSize: 10 });
+    expect(locator.locate('81.2.69.142')?.country).toBe('GB');
+    const swap = locator.prepare([after.database], 10);
+    expect(locator.locate('81.2.69.142')?.country).toBe('GB');
+    swap();
+    expect(locator.cache).toEqual({ max: 10, entries: 0 });
+    expect(locator.locate('81.2.69.142')?.country).toBe('SE');
+  });
+
+  it('keeps the cache warm when neither the list nor the size changes', () => {
+    const { database, asked } = stub(6);
+    const locator = new GeoLocator([database], { cacheSize: 10 });
+    locator.locate('81.2.69.142');
+    locator.prepare(locator.open, 10)();
+    locator.locate('81.2.69.142');
+    expect(asked).toEqual(['81.2.69.142']);
+  });
+
+  it('bounds the cache by a new size, starting empty', () => {
+    const { database } = stub(6);
+    const locator = new GeoLocator([database], { cacheSize: 10 });
+    for (const ip of ['81.2.69.1', '81.2.69.2', '81.2.69.3']) locator.locate(ip);
+    locator.prepare(locator.open, 2)();
+    expect(locator.cache).toEqual({ max: 2, entries: 0 });
+    for (const ip of ['81.2.69.1', '81.2.69.2', '81.2.69.3']) locator.locate(ip);
+    expect(locator.cache).toEqual({ max: 2, entries: 2 });
+  });
+});

@@ -1,5 +1,6 @@
 // The geo phase: IP → GeoLocation through an LRU cache, the private ranges and an ordered list of databases,
-// with outcome counters for metrics and hot reload of the database files (watched, checked, swapped, cache cleared).
+// with outcome counters for metrics, hot reload of the database files (watched, checked, swapped, cache cleared),
+// and a config reload's new list or cache size swapped in whole.
 import { watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -41,7 +42,7 @@ export class GeoLocator {
   readonly counts: Record<GeoOutcome, number> = { hit: 0, miss: 0, private: 0, error: 0 };
 
   // Unknown outcomes are cached as their counter name, so a repeated miss costs one cache read and no allocation.
-  readonly #cache: LRUCache<string, GeoLocation | Exclude<GeoOutcome, 'hit'>>;
+  #cache: LRUCache<string, GeoLocation | Exclude<GeoOutcome, 'hit'>>;
   readonly #onReload: ((event: GeoReloadEvent) => void) | undefined;
   #databases: readonly GeoDatabase[] = [];
   // Per IP version, the databases that can hold it: an IPv6 tree holds IPv4 too, an IPv4 tree only IPv4.
@@ -49,6 +50,7 @@ export class GeoLocator {
   #v6: readonly GeoDatabase[] = [];
   #reloads: Promise<unknown> = Promise.resolve();
   readonly #watchers: FSWatcher[] = [];
+  #watching = false;
   readonly #timers = new Map<number, NodeJS.Timeout>();
 
   constructor(databases: readonly GeoDatabase[], options: GeoLocatorOptions) {
@@ -65,6 +67,37 @@ export class GeoLocator {
   /** The current databases' metadata, in order of preference. */
   get databases(): readonly GeoDatabaseInfo[] {
     return this.#databases.map((database) => database.info);
+  }
+
+  /** The open databases, in order of preference, so a config reload can keep the ones its new list still names. */
+  get open(): readonly GeoDatabase[] {
+    return this.#databases;
+  }
+
+  /** The LRU cache's bound and how many addresses it holds now. */
+  get cache(): { readonly max: number; readonly entries: number } {
+    return { max: this.#cache.max, entries: this.#cache.size };
+  }
+
+  /**
+   * Readies a config reload's databases (opened and checked by the caller) and cache size, and returns the swap.
+   * The new cache is allocated here, so the swap itself cannot fail. A new list clears the cache and is watched
+   * instead of the old one; a new size starts an empty cache of that size; unchanged settings keep the cache warm.
+   */
+  prepare(databases: readonly GeoDatabase[], cacheSize: number): () => void {
+    const sameList = databases.length === this.#databases.length && databases.every((database, i) => database === this.#databases[i]);
+    const cache = cacheSize === this.#cache.max ? this.#cache : new LRUCache<string, GeoLocation | Exclude<GeoOutcome, 'hit'>>({ max: cacheSize });
+    return () => {
+      this.#cache = cache;
+      if (sameList) return;
+      // A pending file reload was scheduled by an index of the old list.
+      for (const timer of this.#timers.values()) clearTimeout(timer);
+      this.#timers.clear();
+      this.#swap(databases);
+      if (!this.#watching) return;
+      this.#unwatch();
+      this.watch();
+    };
   }
 
   /** The location of a canonical address (IPv4-mapped IPv6 already folded to IPv4), or null when it is unknown. */
@@ -118,6 +151,8 @@ export class GeoLocator {
     const reload = this.#reloads.then(async () => {
       try {
         const database = await openGeoDatabase(path);
+        // A config reload changed the list while the file was read: the new list is what serves.
+        if (this.#databases[index]?.info.path !== path) return undefined;
         this.#swap(this.#databases.with(index, database));
         this.#onReload?.({ path, ok: true });
         return undefined;
@@ -132,13 +167,21 @@ export class GeoLocator {
 
   /** Reloads a file shortly after it changes. Directories are watched, because updaters replace files by rename. */
   watch(): void {
-    if (this.#watchers.length > 0) return;
+    if (this.#watching) return;
+    this.#watching = true;
     const paths = this.#databases.map((database) => database.info.path);
     for (const directory of new Set(paths.map((path) => dirname(path)))) {
       const indexes = paths.flatMap((path, index) => (dirname(path) === directory ? [index] : []));
-      const watcher = watch(directory, { persistent: false }, (_event, file) => {
-        for (const index of indexes) if (file === null || file === basename(paths[index])) this.#schedule(index);
-      });
+      let watcher: FSWatcher;
+      try {
+        watcher = watch(directory, { persistent: false }, (_event, file) => {
+          for (const index of indexes) if (file === null || file === basename(paths[index])) this.#schedule(index);
+        });
+      } catch (error) {
+        // Out of inotify watches, say: the databases serve all the same, only unwatched, and the operator hears of it.
+        for (const index of indexes) this.#onReload?.({ path: paths[index], ok: false, error: error as Error });
+        continue;
+      }
       // A watcher dies with its directory: the databases keep serving, and the operator hears of it.
       watcher.on('error', (error) => {
         for (const index of indexes) this.#onReload?.({ path: paths[index], ok: false, error });
@@ -158,8 +201,13 @@ export class GeoLocator {
 
   /** Stops watching; the databases keep serving. */
   close(): void {
-    for (const watcher of this.#watchers.splice(0)) watcher.close();
+    this.#unwatch();
     for (const timer of this.#timers.values()) clearTimeout(timer);
     this.#timers.clear();
+  }
+
+  #unwatch(): void {
+    this.#watching = false;
+    for (const watcher of this.#watchers.splice(0)) watcher.close();
   }
 }

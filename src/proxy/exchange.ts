@@ -47,6 +47,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   /** The downstream request streamed as it arrives, or its bytes when held for a safe retry, or null. */
   body: IncomingMessage | Buffer | null;
   clientIp: string;
+  /** Set by the client-ip phase when the socket peer is a trusted proxy. */
+  trustedPeer = false;
   location: GeoLocation | null = null;
   project: string | undefined = undefined;
   pinnedRegion: string | undefined = undefined;
@@ -88,6 +90,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     this.forwardedHost = this.host;
     this.body = hasBody(req.headers) ? req : null;
     res.exchange = this;
+    // The snapshot's pools stay open until this exchange, and every failover it makes, is over.
+    plane.pools.acquire();
     this.socket = req.socket as ExchangeSocket;
     this.socket[CURRENT_EXCHANGE] = this;
     res.on('close', onDownstreamClose);
@@ -95,6 +99,10 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
 
   get appendForwardedFor(): boolean {
     return this.plane.config.headers.forwardedFor === 'append';
+  }
+
+  get clientAddressHeaders(): ReadonlySet<string> {
+    return this.plane.config.geo.clientAddressHeaders;
   }
 
   /** First dispatch; answers 503 itself when there is nothing to dispatch to. */
@@ -129,6 +137,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       this.endpoint = endpoint;
       this.awaitingResponse = true;
       this.attemptStartedAt = performance.now();
+      this.#controller = null;
       load.inflight[endpoint.index]++;
       const req = this.req;
       plane.pools.get(endpoint).dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: this.upstreamHeaders, body: this.body }, this);
@@ -139,6 +148,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
 
   onRequestStart(controller: Controller): void {
     this.#controller = controller;
+    // Queued in the pool while the exchange already ended on the client's side (a stalled body): never send it.
+    if (this.error !== null && this.error.kind.source === 'downstream') controller.abort(this.error);
   }
 
   onResponseStart(controller: Controller, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
@@ -164,6 +175,9 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       plane.uploadPins.served(this.req.headers, this.clientIp, this.req.url ?? '/', endpoint.region);
     }
     const extra = plane.routingHeaders[endpoint.index];
+    // The upstream answered before the client finished its body (a 413, a 401 on an upload): the rest of the body would
+    // be read as the next request, so this connection ends with the answer.
+    if (this.body === this.req && !this.req.complete) this.res.shouldKeepAlive = false;
     this.res.writeHead(statusCode, statusMessage || undefined, downstreamResponseHeaders(headers, extra));
   }
 
@@ -191,13 +205,14 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     this.error = error;
     const res = this.res;
     if (error.kind.source === 'upstream' && error.kind !== KINDS.upstreamStatus) this.plane.outcomes.failure(endpoint.index, Date.now());
-    if (res.destroyed) return;
+    if (res.destroyed || res.writableEnded) return;
     if (this.responseStarted) {
       // Bytes already reached the client: cut the connection so a truncated body never looks complete.
       res.destroy(error);
       return;
     }
-    if (error.kind === KINDS.upstreamStatus || this.#mayRetry(error.kind)) {
+    // The client's own fault (a stalled body, a request undici refuses) would fail the same way anywhere: no retry.
+    if (error.kind.source !== 'downstream' && (error.kind === KINDS.upstreamStatus || this.#mayRetry(error.kind))) {
       process.nextTick(failOver, this);
       return;
     }
@@ -255,8 +270,29 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     if (controller !== null && !controller.aborted) controller.abort(reason);
   }
 
+  /**
+   * The downstream socket sat idle for `timeouts.idle`. While the upstream computes its answer to a complete request
+   * that is `timeouts.response`'s business; otherwise the client stalled, mid-body or before, and the exchange ends
+   * here: 408 when nothing was answered yet, the upstream attempt aborted, its circuit-breaker slot freed.
+   * False when the caller should cut the connection itself.
+   */
+  onDownstreamIdle(): boolean {
+    if (this.awaitingResponse && this.req.complete) return true;
+    if (this.res.headersSent) return false;
+    const error = new ProxyError(KINDS.requestTimeout);
+    if (this.#controller !== null && this.awaitingResponse) {
+      // onResponseError answers with it: a downstream error is never retried and never counts against the endpoint.
+      this.abortUpstream(error);
+    } else {
+      this.error = error;
+      sendError(this.req, this.res, error, this.requestId);
+    }
+    return true;
+  }
+
   /** Called once when the downstream response closes. */
   ended(): void {
+    this.plane.pools.release();
     const traffic = this.plane.traffic;
     traffic.exchangeEnded();
     if (this.#countedAsRetry) traffic.retryEnded();

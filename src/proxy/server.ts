@@ -38,6 +38,17 @@ export class ProxyServer {
     this.server.on('connection', this.#onConnection);
   }
 
+  /**
+   * A reload's downstream timeouts. node reads `headersTimeout` at each connections check and `keepAliveTimeout` as
+   * each response ends, but `timeout` only as it accepts a connection: open connections keep their idle bound.
+   * `connectionsCheckingInterval` is fixed at creation, so a lowered `requestHeaders` holds to within it (1 s at most).
+   */
+  applyTimeouts(timeouts: DataPlane['config']['timeouts']): void {
+    this.server.headersTimeout = timeouts.requestHeaders;
+    this.server.keepAliveTimeout = timeouts.keepAlive;
+    this.server.timeout = timeouts.idle;
+  }
+
   listen(host: string, port: number): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);

@@ -122,4 +122,16 @@ describe('UploadPins', () => {
     expect(pins.regionFor(chunk('a', 3), ALICE, PATH)).toBe('us-west');
     expect(pins.regionFor(chunk('c', 2), ALICE, PATH)).toBe('eu-north');
   });
+
+  it('takes new bounds from a reload at the swap, keeping the most recent pins', () => {
+    const pins = new UploadPins(HOUR, 100);
+    for (const id of ['a', 'b', 'c']) pins.served(chunk(id, 1), ALICE, PATH, `region-${id}`);
+    const swap = pins.prepare(2 * HOUR, 2);
+    expect(pins.maxEntries).toBe(100);
+    swap();
+    expect({ ttlMs: pins.ttlMs, maxEntries: pins.maxEntries, ...pins.entries }).toEqual({ ttlMs: 2 * HOUR, maxEntries: 2, uploads: 2, firstChunks: 0 });
+    expect(pins.regionFor(chunk('a', 2), ALICE, PATH)).toBeUndefined();
+    expect(pins.regionFor(chunk('b', 2), ALICE, PATH)).toBe('region-b');
+    expect(pins.regionFor(chunk('c', 2), ALICE, PATH)).toBe('region-c');
+  });
 });

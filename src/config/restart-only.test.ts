@@ -1,0 +1,28 @@
+import { describe, expect, test } from 'vitest';
+import { compileConfig } from './compile.ts';
+import { RESTART_ONLY_FIELDS, restartRequired } from './restart-only.ts';
+
+const raw = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  self: { region: 'local', zone: 'az-1' },
+  regions: { local: { location: [50.11, 8.68], zones: { 'az-1': { endpoints: ['http://127.0.0.1:1'] } } } },
+  ...extra,
+});
+const started = compileConfig(raw({ listen: { host: '127.0.0.1', port: 8080 } }), {});
+
+describe('restartRequired', () => {
+  test.each([
+    ['nothing restart-only changed', raw({ listen: { host: '127.0.0.1', port: 8080 }, timeouts: { requestHeaders: '1s' } }), []],
+    ['the port', raw({ listen: { host: '127.0.0.1', port: 8081 } }), ['listen.port']],
+    ['the header limit and the admin address', raw({ listen: { host: '127.0.0.1', port: 8080, maxHeaderBytes: 4096 }, admin: { host: '0.0.0.0', port: 9091 } }), ['listen.maxHeaderBytes', 'admin.host', 'admin.port']],
+    ['the token only (it applies live)', raw({ listen: { host: '127.0.0.1', port: 8080 }, admin: { token: 'a-token-of-sixteen-chars' } }), []],
+  ])('%s', (_name, next, expected) => {
+    expect(restartRequired(started, compileConfig(next, {}))).toEqual(expected);
+  });
+
+  test('every field it names is one the compiled config has', () => {
+    for (const field of RESTART_ONLY_FIELDS) {
+      const [section, key] = field.split('.');
+      expect(Object.keys((started as unknown as Record<string, object>)[section])).toContain(key);
+    }
+  });
+});
