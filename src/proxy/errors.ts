@@ -74,6 +74,12 @@ export function translateUpstreamError(err: unknown): ProxyError {
     case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
     case 'UND_ERR_INFO':
       return new ProxyError(KINDS.badResponse, err);
+    // undici refused the request itself (a target or header it cannot send, a body shorter than its length):
+    // the client's fault, which no other endpoint would take either and no endpoint's health should pay for.
+    case 'UND_ERR_INVALID_ARG':
+    case 'UND_ERR_NOT_SUPPORTED':
+    case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
+      return new ProxyError(KINDS.badRequest, err);
     default:
       return new ProxyError(KINDS.reset, err);
   }
@@ -115,6 +121,19 @@ export function sendError(req: IncomingMessage, res: ServerResponse, error: Prox
     headers['vary'] = 'Origin';
   }
   if (requestId) headers['x-request-id'] = requestId;
+  if (bodyStillArriving(req)) {
+    // Answered before the whole body arrived: what is left of it cannot be told apart from a next request on this
+    // connection, so the connection closes after the answer, and the rest is read and dropped until it does.
+    res.shouldKeepAlive = false;
+    req.resume();
+  }
   res.writeHead(error.status, headers);
   res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+/** True while a request that has a body has not received all of it. */
+export function bodyStillArriving(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
