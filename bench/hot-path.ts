@@ -102,6 +102,8 @@ interface Facts extends RouteFacts, ForwardingFacts {
 const newFacts = (clientIp: string, location: GeoLocation | null): Facts => ({
   clientIp,
   peerIp: PEER,
+  trustedPeer: true,
+  clientAddressHeaders: config.geo.clientAddressHeaders,
   requestId: '0b8f5a0e-3f8c-4a55-8d8e-6a9a2f0c1d11',
   proto: 'https',
   forwardedHost: 'api.example.com',

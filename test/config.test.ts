@@ -131,6 +131,17 @@ describe('compileConfig', () => {
       'regions.us-east.zones.az-2.endpoints[0]: duplicate of regions.us-west.zones.az-3.endpoints[0]',
     ]);
   });
+
+  test('geo.clientIpHeader joins the client-address headers dropped from untrusted peers, and may not be Host', () => {
+    const fixed = ['x-real-ip', 'forwarded', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip'];
+    expect([...compileConfig(valid(), {}).geo.clientAddressHeaders]).toEqual(fixed);
+    const raw = valid();
+    raw.geo = { clientIpHeader: 'X-Edge-Client-IP' };
+    expect([...compileConfig(raw, {}).geo.clientAddressHeaders]).toEqual([...fixed, 'x-edge-client-ip']);
+    // Dropping Host from every untrusted request would break Appwrite's routing.
+    raw.geo = { clientIpHeader: 'HOST' };
+    expect(problems(raw)).toEqual(['geo.clientIpHeader: Host names the site, not the client']);
+  });
 });
 
 describe('meridian check', () => {

@@ -6,16 +6,26 @@ import type { Fence, GeoSettings, ProjectAffinity, RoutingPolicy } from './types
 
 const CONTINENTS = new Set(['AF', 'AN', 'AS', 'EU', 'NA', 'OC', 'SA']);
 
+/**
+ * Client-address headers that Meridian does not set itself but Appwrite can be told to trust (`_APP_TRUSTED_HEADERS`):
+ * only a trusted proxy may send them upstream. X-Forwarded-For is not here: Meridian always writes its own.
+ */
+const CLIENT_ADDRESS_HEADERS = ['x-real-ip', 'forwarded', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip'];
+
 export function compileGeo(geo: ParsedConfig['geo'], problems: ConfigProblem[]): GeoSettings {
   const valid = geo.trustedProxies.filter((entry, i) => {
     if (parseCidr(entry) !== null) return true;
     problems.push({ path: `geo.trustedProxies[${i}]`, message: `not an IP address or CIDR (${JSON.stringify(entry)})` });
     return false;
   });
+  const clientIpHeader = geo.clientIpHeader?.toLowerCase();
+  // It is dropped from untrusted peers, and Appwrite routes by Host.
+  if (clientIpHeader === 'host') problems.push({ path: 'geo.clientIpHeader', message: 'Host names the site, not the client' });
   return {
     databases: geo.databases ?? null,
     trustedProxies: compileCidrs(valid),
-    clientIpHeader: geo.clientIpHeader?.toLowerCase(),
+    clientIpHeader,
+    clientAddressHeaders: new Set(clientIpHeader === undefined ? CLIENT_ADDRESS_HEADERS : [...CLIENT_ADDRESS_HEADERS, clientIpHeader]),
     cacheSize: geo.cacheSize,
   };
 }

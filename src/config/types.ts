@@ -50,6 +50,8 @@ export interface GeoSettings {
   readonly trustedProxies: CidrSet;
   /** Lower-case header name, or undefined. */
   readonly clientIpHeader: string | undefined;
+  /** Lower-case names of the client-address headers dropped from peers that are not trusted proxies, clientIpHeader included. */
+  readonly clientAddressHeaders: ReadonlySet<string>;
   readonly cacheSize: number;
 }
 

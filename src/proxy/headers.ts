@@ -19,12 +19,19 @@ const HOP_BY_HOP = new Set([
   'expect',
 ]);
 
-/** Headers we always set ourselves on the way up, so a client cannot forge them. */
+/**
+ * Headers we always set ourselves on the way up, so a client cannot forge them. They are skipped before the names
+ * `Connection` lists are looked at and added after the walk, so `Connection: X-Forwarded-For` cannot remove them.
+ */
 const OWN_UPSTREAM = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id']);
 
 export interface ForwardingFacts {
   readonly clientIp: string;
   readonly peerIp: string;
+  /** Set by the client-ip phase: only a trusted proxy may pass client-address headers on. */
+  readonly trustedPeer: boolean;
+  /** Compiled once per config (`geo.clientAddressHeaders`): the names a peer that is not trusted may not send upstream. */
+  readonly clientAddressHeaders: ReadonlySet<string>;
   readonly requestId: string;
   readonly proto: string;
   readonly forwardedHost: string | undefined;
@@ -51,17 +58,28 @@ export function namedByConnection(connection: string | string[] | undefined): Se
 /**
  * The flat `[name, value, …]` list undici sends upstream. It walks node's parsed header object, whose names are
  * already lower-case (the request path needs that object anyway), rather than lower-casing every raw name again.
+ * Appwrite can be told to trust any client-address header (`_APP_TRUSTED_HEADERS`), so those reach it only from
+ * a trusted proxy, as sent; from anyone else they are dropped, since X-Forwarded-For already says who the client is.
  */
 export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: ForwardingFacts, keepUpgrade: boolean): string[] {
   const named = namedByConnection(headers.connection);
+  const withheld = facts.trustedPeer ? null : facts.clientAddressHeaders;
   const out: string[] = [];
   for (const name in headers) {
     if (OWN_UPSTREAM.has(name)) continue;
     const value = headers[name];
     if (value === undefined) continue;
-    // A WebSocket handshake needs both, even when Connection also names Upgrade (`keep-alive, Upgrade` from Firefox).
-    if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === 'upgrade' || name === 'connection'))) continue;
-    if (named !== null && named.has(name) && !(keepUpgrade && name === 'upgrade')) continue;
+    if (HOP_BY_HOP.has(name)) {
+      // A WebSocket handshake needs both, even when Connection also names Upgrade (`keep-alive, Upgrade` from Firefox).
+      // Connection is rewritten rather than passed on: whatever else the client listed was for this hop only, and
+      // the next hop would drop Host or our X-Forwarded-* if the list named them.
+      if (keepUpgrade && name === 'upgrade') out.push(name, String(value));
+      else if (keepUpgrade && name === 'connection') out.push(name, 'upgrade');
+      continue;
+    }
+    // Appwrite routes by Host, so no Connection list may take it away (undici would send the endpoint's own).
+    if (named !== null && named.has(name) && name !== 'host') continue;
+    if (withheld !== null && withheld.has(name)) continue;
     if (name.startsWith('proxy-')) continue;
     if (typeof value === 'string') out.push(name, value);
     else for (const item of value) out.push(name, item);

@@ -12,6 +12,7 @@ const MAX_REQUEST_ID_LENGTH = 200;
 export interface ClientFacts {
   readonly req: IncomingMessage;
   readonly peerIp: string;
+  trustedPeer: boolean;
   clientIp: string;
   proto: string;
   forwardedHost: string | undefined;
@@ -29,12 +30,39 @@ export function requestIdOf(req: IncomingMessage): string {
 }
 
 /**
+ * RFC 9112 §3.2: a request with more than one Host is malformed. Node keeps only the first in `req.headers`, and a
+ * proxy in front that read the other would disagree with us about the site, so the raw list is checked: names of
+ * length 4, compared without allocating.
+ */
+export function hasDuplicateHost(req: IncomingMessage): boolean {
+  const raw = req.rawHeaders;
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    // `| 32` folds ASCII case: for these four letters only the upper- and lower-case byte match.
+    if (
+      name.length === 4 &&
+      (name.charCodeAt(0) | 32) === 104 &&
+      (name.charCodeAt(1) | 32) === 111 &&
+      (name.charCodeAt(2) | 32) === 115 &&
+      (name.charCodeAt(3) | 32) === 116
+    ) {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
+}
+
+/**
  * client-ip phase. Only a trusted peer may speak for the client (X-Forwarded-For, the single client IP header)
- * and for the original scheme and host; anyone else gets its own socket address.
+ * and for the original scheme and host; anyone else gets its own socket address, and its client-address headers
+ * are dropped on the way up (`trustedPeer` stays false).
  */
 export function identifyClient(facts: ClientFacts, plane: DataPlane): void {
   const { trustedProxies, clientIpHeader } = plane.config.geo;
   if (!trustedProxies.has(facts.peerIp)) return;
+  facts.trustedPeer = true;
   const headers = facts.req.headers;
   const single = clientIpHeader === undefined ? undefined : headers[clientIpHeader];
   facts.clientIp = resolveClientIp(facts.peerIp, headers['x-forwarded-for'], trustedProxies, typeof single === 'string' ? single : undefined);
