@@ -5,6 +5,7 @@ import type { MeridianRuntime } from '../main.ts';
 import { normalizeIp } from '../geo/client-ip.ts';
 import { explainRoute } from '../routing/explain.ts';
 import { requireToken } from './auth.ts';
+import { originGuard } from './origin-guard.ts';
 import { dashboardPage } from './dashboard.ts';
 import { ADMIN_ERRORS, adminError } from './errors.ts';
 import { statusReport } from './status.ts';
@@ -16,6 +17,8 @@ export function createAdminApp(runtime: MeridianRuntime): Hono {
     await next();
     c.header('cache-control', 'no-store');
   });
+  // Before the token: a rebinding page must not even learn whether one is needed.
+  app.use(originGuard(() => runtime.plane().config.admin.allowedHosts));
   app.use(requireToken(() => runtime.plane().config.admin.token));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));

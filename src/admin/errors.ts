@@ -8,6 +8,8 @@ export const ADMIN_ERRORS = Object.freeze({
   unauthorized: 'meridian_admin_unauthorized',
   notFound: 'meridian_admin_not_found',
   methodNotAllowed: 'meridian_admin_method_not_allowed',
+  misdirected: 'meridian_admin_misdirected',
+  crossSite: 'meridian_admin_cross_site',
   internal: 'meridian_admin_internal',
 });
 

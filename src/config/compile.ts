@@ -4,7 +4,7 @@ import { ConfigError, formatPath, type ConfigProblem } from './errors.ts';
 import { catalogLocation } from './catalog.ts';
 import { MIN_WEBSOCKET_IDLE_TIMEOUT_MS } from './defaults.ts';
 import { compileGeo, compileRouting } from './compile-routing.ts';
-import type { Endpoint, MeridianConfig, Region, Topology, Zone } from './types.ts';
+import type { AllowedHost, Endpoint, MeridianConfig, Region, Topology, Zone } from './types.ts';
 
 /** Environment variables that override the file, so one image and one file serve every AZ. */
 export const ENV_OVERRIDES = {
@@ -58,7 +58,7 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig 
     geo: compileGeo(parsed.geo, problems),
     routing: compileRouting(parsed.routing, new Set(topology.regions.map((r) => r.name)), problems),
     listen: parsed.listen,
-    admin: { host: parsed.admin.host, port: parsed.admin.port, token: parsed.admin.token },
+    admin: { host: parsed.admin.host, port: parsed.admin.port, token: parsed.admin.token, allowedHosts: compileAllowedHosts(parsed.admin.allowedHosts, problems) },
     timeouts: parsed.timeouts,
     health: { ...parsed.health, host: parsed.health.host },
     outlierDetection: parsed.outlierDetection,
@@ -69,6 +69,31 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig 
     headers: parsed.headers,
     shutdown: parsed.shutdown,
   };
+}
+
+/**
+ * The schema checked the shape; here the name is put in the form a URL parser gives a request's Host (lower case,
+ * IP literals canonical), so matching a request is a string comparison.
+ */
+function compileAllowedHosts(entries: readonly string[], problems: ConfigProblem[]): AllowedHost[] {
+  const out: AllowedHost[] = [];
+  entries.forEach((entry, i) => {
+    const [, wildcard, host, portText] = /^(\*\.)?(.+?)(?::(\d+))?$/.exec(entry)!;
+    const port = portText === undefined ? undefined : Number(portText);
+    if (port !== undefined && (port < 1 || port > 65_535)) {
+      problems.push({ path: `admin.allowedHosts[${i}]`, message: `port ${port} is out of range` });
+      return;
+    }
+    let name: string;
+    try {
+      name = new URL(`http://${host}`).hostname;
+    } catch {
+      problems.push({ path: `admin.allowedHosts[${i}]`, message: `not a hostname or IP address (${JSON.stringify(entry)})` });
+      return;
+    }
+    out.push({ name, subdomains: wildcard !== undefined, port });
+  });
+  return out;
 }
 
 function buildTopology(parsed: ParsedConfig, problems: ConfigProblem[]): Topology {

@@ -63,6 +63,9 @@ const project = z.strictObject({
   regions: z.array(z.string()).default([]),
 });
 
+/** `name`, `*.suffix`, an IPv4 address or a bracketed IPv6 one, each with an optional `:port`. */
+const ALLOWED_HOST = /^(?:(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
+
 const hostRule = z.strictObject({
   /** An exact hostname, or `*.suffix` for every subdomain (custom, function and site domains). */
   host: z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'a hostname or *.suffix'),
@@ -106,6 +109,8 @@ export const configSchema = z.strictObject({
       host: z.string().default(d.DEFAULT_ADMIN_HOST),
       port: port.default(d.DEFAULT_ADMIN_PORT),
       token: z.string().min(16, 'use at least 16 characters').optional(),
+      /** Names the admin plane answers to besides its own address (DNS-rebinding guard): `name`, `*.suffix`, with `:port` optional. */
+      allowedHosts: z.array(z.string().regex(ALLOWED_HOST, 'a hostname, *.suffix or IP address, with :port optional')).default([]),
     })
     .prefault({}),
   geo: z

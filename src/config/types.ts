@@ -82,12 +82,27 @@ export interface RoutingPolicy {
   readonly uploadPinning: { readonly ttl: number; readonly maxEntries: number };
 }
 
+/** An `admin.allowedHosts` entry: a name the admin plane answers to besides its own address. */
+export interface AllowedHost {
+  /** Lower case; IPv6 literals in brackets, as URLs write them. */
+  readonly name: string;
+  /** From `*.name`: every subdomain of `name`, not `name` itself. */
+  readonly subdomains: boolean;
+  /** From `name:port`: that port only; undefined means any port. */
+  readonly port: number | undefined;
+}
+
 export interface MeridianConfig {
   readonly topology: Topology;
   readonly geo: GeoSettings;
   readonly routing: RoutingPolicy;
   readonly listen: { readonly host: string; readonly port: number; readonly maxHeaderBytes: number };
-  readonly admin: { readonly host: string; readonly port: number; readonly token: string | undefined };
+  readonly admin: {
+    readonly host: string;
+    readonly port: number;
+    readonly token: string | undefined;
+    readonly allowedHosts: readonly AllowedHost[];
+  };
   readonly timeouts: Timeouts;
   readonly health: {
     readonly path: string;
