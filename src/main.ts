@@ -21,6 +21,7 @@ import { healthChange } from './health/events.ts';
 import { readiness, type Readiness } from './health/readiness.ts';
 import { createAdminApp } from './admin/app.ts';
 import { listenAdmin } from './admin/server.ts';
+import { createProbeApp } from './admin/probe.ts';
 import { startMetrics, type MetricsExporter } from './observe/metrics.ts';
 import { startTrafficSummary, type TrafficSummarizer } from './observe/summary.ts';
 import { startAccessLog, type LogDestination } from './observe/access-log.ts';
@@ -57,6 +58,8 @@ export interface MeridianRuntime {
 export interface Meridian {
   readonly proxyAddress: AddressInfo;
   readonly adminAddress: AddressInfo;
+  /** The public readiness listener's address, or null when the config has no `probe` section. */
+  readonly probeAddress: AddressInfo | null;
   readonly runtime: MeridianRuntime;
   /** DESIGN.md §7: readiness off, drain delay, stop accepting, wait for in-flight, end the rest. */
   shutdown(): Promise<void>;
@@ -213,11 +216,22 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   };
 
   const proxyAddress = await proxy.listen(config.listen.host, config.listen.port);
-  let adminServer: Server;
+  // The admin plane, and the public probe listener when configured; both stay up until shutdown ends, so
+  // checkers see /readyz turn 503 for the whole drain.
+  const controlServers: Server[] = [];
   let adminAddress: AddressInfo;
+  let probeAddress: AddressInfo | null = null;
   try {
-    ({ server: adminServer, address: adminAddress } = await listenAdmin(createAdminApp(runtime), config.admin.host, config.admin.port));
+    const admin = await listenAdmin(createAdminApp(runtime), config.admin.host, config.admin.port);
+    controlServers.push(admin.server);
+    adminAddress = admin.address;
+    if (config.probe !== null) {
+      const probe = await listenAdmin(createProbeApp(runtime), config.probe.host, config.probe.port);
+      controlServers.push(probe.server);
+      probeAddress = probe.address;
+    }
   } catch (err) {
+    for (const server of controlServers) server.close();
     health.checker.stop();
     await proxy.close(0);
     locator.close();
@@ -235,9 +249,9 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     await pools.close();
     locator.close();
     await stopObservers();
-    await new Promise<void>((resolve) => adminServer.close(() => resolve()));
+    await Promise.all(controlServers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   };
-  return { proxyAddress, adminAddress, runtime, shutdown: () => (stopping ??= shutdown()) };
+  return { proxyAddress, adminAddress, probeAddress, runtime, shutdown: () => (stopping ??= shutdown()) };
 }
 
 /** The endpoints and the settings fixed in a health world are unchanged, so its state (up, ejections, RTT) carries on. */

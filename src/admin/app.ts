@@ -5,6 +5,7 @@ import type { MeridianRuntime } from '../main.ts';
 import { normalizeIp } from '../geo/client-ip.ts';
 import { explainRoute } from '../routing/explain.ts';
 import { requireToken } from './auth.ts';
+import { mountHealthRoutes } from './health-routes.ts';
 import { originGuard } from './origin-guard.ts';
 import { dashboardPage } from './dashboard.ts';
 import { ADMIN_ERRORS, adminError } from './errors.ts';
@@ -21,11 +22,7 @@ export function createAdminApp(runtime: MeridianRuntime): Hono {
   app.use(originGuard(() => runtime.plane().config.admin.allowedHosts));
   app.use(requireToken(() => runtime.plane().config.admin.token));
 
-  app.get('/healthz', (c) => c.json({ status: 'ok' }));
-  app.get('/readyz', (c) => {
-    const { ok, reason } = runtime.ready();
-    return c.json({ status: ok ? 'ready' : 'not ready', reason }, ok ? 200 : 503);
-  });
+  mountHealthRoutes(app, runtime);
 
   app.get('/metrics', async (c) => {
     const { contentType, body } = await runtime.metrics.scrape(c.req.header('accept'));

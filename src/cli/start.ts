@@ -36,7 +36,8 @@ export async function serve(config: MeridianConfig, options: ServeOptions = {}):
   const { self } = config.topology;
   console.log(
     `meridian ${self.region}/${self.zone}: proxy on ${meridian.proxyAddress.address}:${meridian.proxyAddress.port}, ` +
-      `admin on ${meridian.adminAddress.address}:${meridian.adminAddress.port}`,
+      `admin on ${meridian.adminAddress.address}:${meridian.adminAddress.port}` +
+      (meridian.probeAddress === null ? '' : `, probe on ${meridian.probeAddress.address}:${meridian.probeAddress.port}`),
   );
   options.onStarted?.();
   // reload() logs and counts its outcome itself (as for POST /reload) and never rejects.
@@ -61,7 +62,7 @@ function startupProblem(err: unknown, config: MeridianConfig): string | null {
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
   if (e.code === 'GEO_DATABASE_INVALID') return e.message;
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-    return `cannot listen on ${e.address ?? ''}:${e.port ?? ''} (${e.code}); check listen and admin in the config (listen.port ${config.listen.port}, admin.port ${config.admin.port})`;
+    return `cannot listen on ${e.address ?? ''}:${e.port ?? ''} (${e.code}); check listen, admin and probe in the config (listen.port ${config.listen.port}, admin.port ${config.admin.port}${config.probe === null ? '' : `, probe.port ${config.probe.port}`})`;
   }
   return null;
 }

@@ -59,6 +59,7 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig 
     routing: compileRouting(parsed.routing, new Set(topology.regions.map((r) => r.name)), problems),
     listen: parsed.listen,
     admin: { host: parsed.admin.host, port: parsed.admin.port, token: parsed.admin.token, allowedHosts: compileAllowedHosts(parsed.admin.allowedHosts, problems) },
+    probe: parsed.probe ?? null,
     timeouts: parsed.timeouts,
     health: { ...parsed.health, host: parsed.health.host },
     outlierDetection: parsed.outlierDetection,

@@ -4,6 +4,9 @@ export const DEFAULT_LISTEN_HOST = '0.0.0.0';
 export const DEFAULT_LISTEN_PORT = 8080;
 export const DEFAULT_ADMIN_HOST = '127.0.0.1';
 export const DEFAULT_ADMIN_PORT = 9090;
+/** The probe listener, when configured: readiness for GeoDNS checkers, safe to publish. */
+export const DEFAULT_PROBE_HOST = '0.0.0.0';
+export const DEFAULT_PROBE_PORT = 8081;
 /** Node's own limit; larger headers get 431 before any upstream sees them. */
 export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
 

@@ -7,14 +7,15 @@ const raw = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   regions: { local: { location: [50.11, 8.68], zones: { 'az-1': { endpoints: ['http://127.0.0.1:1'] } } } },
   ...extra,
 });
-const started = compileConfig(raw({ listen: { host: '127.0.0.1', port: 8080 } }), {});
+const started = compileConfig(raw({ listen: { host: '127.0.0.1', port: 8080 }, probe: {} }), {});
 
 describe('restartRequired', () => {
   test.each([
-    ['nothing restart-only changed', raw({ listen: { host: '127.0.0.1', port: 8080 }, timeouts: { requestHeaders: '1s' } }), []],
-    ['the port', raw({ listen: { host: '127.0.0.1', port: 8081 } }), ['listen.port']],
-    ['the header limit and the admin address', raw({ listen: { host: '127.0.0.1', port: 8080, maxHeaderBytes: 4096 }, admin: { host: '0.0.0.0', port: 9091 } }), ['listen.maxHeaderBytes', 'admin.host', 'admin.port']],
-    ['the token only (it applies live)', raw({ listen: { host: '127.0.0.1', port: 8080 }, admin: { token: 'a-token-of-sixteen-chars' } }), []],
+    ['nothing restart-only changed', raw({ listen: { host: '127.0.0.1', port: 8080 }, probe: {}, timeouts: { requestHeaders: '1s' } }), []],
+    ['the probe listener turned off', raw({ listen: { host: '127.0.0.1', port: 8080 } }), ['probe.host', 'probe.port']],
+    ['the port', raw({ listen: { host: '127.0.0.1', port: 8081 }, probe: {} }), ['listen.port']],
+    ['the header limit and the admin address', raw({ listen: { host: '127.0.0.1', port: 8080, maxHeaderBytes: 4096 }, admin: { host: '0.0.0.0', port: 9091 }, probe: {} }), ['listen.maxHeaderBytes', 'admin.host', 'admin.port']],
+    ['the token only (it applies live)', raw({ listen: { host: '127.0.0.1', port: 8080 }, admin: { token: 'a-token-of-sixteen-chars' }, probe: {} }), []],
   ])('%s', (_name, next, expected) => {
     expect(restartRequired(started, compileConfig(next, {}))).toEqual(expected);
   });

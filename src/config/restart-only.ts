@@ -9,6 +9,8 @@ const RESTART_ONLY: readonly (readonly [string, (config: MeridianConfig) => unkn
   ['listen.maxHeaderBytes', (c) => c.listen.maxHeaderBytes],
   ['admin.host', (c) => c.admin.host],
   ['admin.port', (c) => c.admin.port],
+  ['probe.host', (c) => c.probe?.host],
+  ['probe.port', (c) => c.probe?.port],
 ];
 
 export const RESTART_ONLY_FIELDS: readonly string[] = RESTART_ONLY.map(([field]) => field);

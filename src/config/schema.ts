@@ -113,6 +113,13 @@ export const configSchema = z.strictObject({
       allowedHosts: z.array(z.string().regex(ALLOWED_HOST, 'a hostname, *.suffix or IP address, with :port optional')).default([]),
     })
     .prefault({}),
+  /** Optional: a listener serving only /readyz and /healthz, for GeoDNS and load-balancer health checkers. */
+  probe: z
+    .strictObject({
+      host: z.string().default(d.DEFAULT_PROBE_HOST),
+      port: port.default(d.DEFAULT_PROBE_PORT),
+    })
+    .optional(),
   geo: z
     .strictObject({
       /** Default: the bundled DB-IP Lite City databases (IPv4 and IPv6). */

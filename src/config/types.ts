@@ -103,6 +103,8 @@ export interface MeridianConfig {
     readonly token: string | undefined;
     readonly allowedHosts: readonly AllowedHost[];
   };
+  /** The public readiness listener, or null when the config has no `probe` section. */
+  readonly probe: { readonly host: string; readonly port: number } | null;
   readonly timeouts: Timeouts;
   readonly health: {
     readonly path: string;
