@@ -1,5 +1,6 @@
-// WebSocket upgrades (/v1/realtime) are routed like requests and tunnelled byte for byte to one endpoint:
-// messages, close codes and handshake headers pass through, failed connects fail over, and refusals are JSON.
+// WebSocket upgrades (/v1/realtime) are routed like requests, project affinity included, and tunnelled byte for byte
+// to one endpoint: messages, close codes and handshake headers pass through, failed connects fail over, and refusals
+// are JSON. Smuggling and shutdown have files of their own.
 import { afterEach, describe, expect, test } from 'vitest';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
@@ -9,8 +10,9 @@ import type { IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
 import { tunnelClose, tunnelOpen } from '../src/proxy/events.ts';
 import type { Tunnel } from '../src/proxy/websocket.ts';
-import { deadPort, parseRawResponse, rawExchange, startProxy, until, type Overrides, type RunningProxy } from './support/harness.ts';
+import { BOOT_PROBE_ONLY, deadPort, parseRawResponse, rawExchange, startProxy, until, type Overrides, type RunningProxy } from './support/harness.ts';
 import { startSilentServer, startWebSocketUpstream, type SilentServer, type WebSocketUpstream, type WebSocketUpstreamOptions } from './support/websocket-upstream.ts';
+import { startWorld, type World } from './support/zones.ts';
 
 const REALTIME = '/v1/realtime?project=demo&channels[]=files';
 /** A silent endpoint never answers the boot health check either; this closes that probe's connection quickly. */
@@ -273,14 +275,36 @@ describe('events', () => {
   });
 });
 
-describe('shutdown', () => {
-  test('shutdown ends open tunnels on both sides', async () => {
-    const up = await upstream();
-    const ws = await opened((await meridian([up.origin])).port);
-    const closed = once(ws, 'close');
-    await proxy!.shutdown();
-    await closed;
-    await until(() => up.sockets.size === 0, 'the upstream side of the tunnel to close');
+describe('project affinity', () => {
+  let world: World | undefined;
+  afterEach(async () => {
+    await world?.close();
+    world = undefined;
+  });
+
+  // Loopback clients have no location, so without affinity every realtime socket stays in the local region.
+  test('a realtime upgrade for a project is tunnelled to its home region, named only in the query string', async () => {
+    world = await startWorld(
+      {
+        local: { location: [50.11, 8.68], zones: { 'az-1': ['local-1'] } },
+        'eu-south': { location: [45.46, 9.19], zones: { 'az-1': ['eu-south-1'] } },
+      },
+      { region: 'local', zone: 'az-1' },
+      { routing: { projects: { shop: { home: 'eu-south' } } }, health: BOOT_PROBE_ONLY },
+    );
+    // Each backend greets a new socket with its name.
+    const greeting = async (path: string): Promise<string> => {
+      const ws = client(world!.port, { path });
+      try {
+        const [name] = (await once(ws, 'message')) as [Buffer];
+        return name.toString('utf8');
+      } finally {
+        ws.terminate();
+      }
+    };
+    expect(await greeting('/v1/realtime?project=shop&channels[]=files')).toBe('eu-south-1');
+    expect(await greeting('/v1/realtime?project=blog&channels[]=files')).toBe('local-1');
+    expect(await greeting('/v1/realtime?channels[]=files&project=shop')).toBe('eu-south-1');
   });
 });
 

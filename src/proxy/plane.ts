@@ -2,7 +2,6 @@
 import type { MeridianConfig } from '../config/types.ts';
 import type { Router } from '../routing/types.ts';
 import type { UpstreamPools } from './pools.ts';
-import type { Socket } from 'node:net';
 import type { GeoLocator } from '../geo/locator.ts';
 import type { UploadPins } from './upload-pins.ts';
 import type { EndpointLoadTable } from './load.ts';
@@ -49,8 +48,10 @@ export class Traffic {
   /** Open downstream HTTP connections (WebSockets are in `tunnels`). */
   connections = 0;
   draining = false;
-  readonly tunnels = new Set<Socket>();
+  /** Open WebSocket tunnels, from the upgrade request until the client's socket closes. */
+  readonly tunnels = new Set<TunnelHandle>();
   #idleWaiters: (() => void)[] = [];
+  #tunnelWaiters: (() => void)[] = [];
 
   exchangeStarted(): void {
     this.inflight++;
@@ -76,15 +77,45 @@ export class Traffic {
     this.retrying--;
   }
 
+  tunnelOpened(tunnel: TunnelHandle): void {
+    this.tunnels.add(tunnel);
+  }
+
+  tunnelClosed(tunnel: TunnelHandle): void {
+    this.tunnels.delete(tunnel);
+    if (this.tunnels.size === 0 && this.#tunnelWaiters.length > 0) {
+      const waiters = this.#tunnelWaiters;
+      this.#tunnelWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  /** Resolves when no tunnel is open, or after `timeoutMs`; true when the last one closed. */
+  whenNoTunnels(timeoutMs: number): Promise<boolean> {
+    return waitFor(this.tunnels.size === 0, this.#tunnelWaiters, timeoutMs);
+  }
+
   /** Resolves when no HTTP exchange is in flight, or after `timeoutMs`; true when it went idle. */
   whenIdle(timeoutMs: number): Promise<boolean> {
-    if (this.inflight === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      this.#idleWaiters.push(() => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
+    return waitFor(this.inflight === 0, this.#idleWaiters, timeoutMs);
   }
+}
+
+/** What shutdown asks of an open WebSocket tunnel (src/proxy/websocket.ts). */
+export interface TunnelHandle {
+  /** Close toward the client with 1001 Going Away between two messages, let the upstream side follow, cut both after `graceMs`. */
+  goAway(graceMs: number): void;
+  /** Cut both sides now. */
+  destroy(): void;
+}
+
+function waitFor(done: boolean, waiters: (() => void)[], timeoutMs: number): Promise<boolean> {
+  if (done) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    waiters.push(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
 }

@@ -7,6 +7,7 @@ import { upstreamRequestHeaders } from './headers.ts';
 import { KINDS, ProxyError } from './errors.ts';
 import { rejectMalformed } from './client-error.ts';
 import { handleUpgrade } from './websocket.ts';
+import { endTunnels } from './websocket-drain.ts';
 import type { DataPlane } from './plane.ts';
 import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
 
@@ -59,15 +60,21 @@ export class ProxyServer {
     });
   }
 
-  /** Stop accepting, let in-flight exchanges finish up to `timeoutMs`, then cut whatever is left. */
+  /**
+   * Stop accepting, let in-flight exchanges finish up to `timeoutMs`, then cut whatever is left. WebSocket tunnels
+   * keep serving meanwhile and get their close frames one by one across that window (websocket-drain.ts).
+   */
   async close(timeoutMs: number): Promise<void> {
     const traffic = this.plane.traffic;
     traffic.draining = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
+    // Over the same window, not after it: shutdown stays within drainTimeout however long the exchanges take.
+    const tunnelsEnded = endTunnels(traffic, timeoutMs);
     await traffic.whenIdle(timeoutMs);
-    for (const socket of traffic.tunnels) socket.destroy();
+    // Upgraded sockets are no longer the HTTP server's connections: this cuts exchanges and leaves tunnels alone.
     this.server.closeAllConnections();
+    await tunnelsEnded;
     await closed;
   }
 

@@ -1,4 +1,5 @@
-// WebSocket upgrades (DESIGN.md §2): routed like requests, then tunnelled byte for byte to one endpoint for life.
+// WebSocket upgrades (DESIGN.md §2): checked, routed like requests and forwarded. Only the upstream's 101 turns the
+// connection into a byte tunnel to that endpoint for life; any other answer is relayed as one response, then closed.
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { connect as connectTcp, isIP, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
@@ -9,17 +10,27 @@ import { upstreamRequestHeaders, type ForwardingFacts } from './headers.ts';
 import { errorBody, fenceExhausted, KINDS, ProxyError, translateUpstreamError } from './errors.ts';
 import { tunnelClose, tunnelOpen } from './events.ts';
 import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
-import type { DataPlane } from './plane.ts';
+import type { DataPlane, TunnelHandle } from './plane.ts';
+import { handshakeProblem, SUPPORTED_VERSION_HEADER } from './websocket-handshake.ts';
+import { failAnswer, readAnswer, relayBody } from './websocket-answer.ts';
+import { FrameTracker, GOING_AWAY_FRAME } from './websocket-frames.ts';
 
 /** Both sockets point back at their tunnel, so the listeners below are shared functions, not per-socket closures. */
 const TUNNEL = Symbol('meridian.tunnel');
 type TunnelSocket = Socket & { [TUNNEL]?: Tunnel };
 
-/** Replaces `head` once written: Node hands it over as a slice of a shared read buffer it would keep alive. */
+/** What `answer` holds until the upstream sends its first bytes. */
 const EMPTY = Buffer.alloc(0);
 
+/**
+ * connect: reaching a candidate. answer: the upgrade request is upstream, the client's later bytes are held.
+ * open: the upstream switched protocols and bytes flow both ways. relay: a refusal's body is passed to the client.
+ * done: the client has (or is getting) its answer; nothing more is forwarded.
+ */
+type Phase = 'connect' | 'answer' | 'open' | 'relay' | 'done';
+
 /** One upgrade request and its upstream connection; also the route facts, the forwarding facts and the event message. */
-export class Tunnel implements RouteFacts, ForwardingFacts {
+export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
   readonly plane: DataPlane;
   readonly req: IncomingMessage;
   readonly downstream: TunnelSocket;
@@ -28,6 +39,8 @@ export class Tunnel implements RouteFacts, ForwardingFacts {
   readonly host: string | undefined;
   readonly pinnedRegion = undefined;
   clientIp: string;
+  /** Set by the client-ip phase when the socket peer is a trusted proxy. */
+  trustedPeer = false;
   proto = 'http';
   forwardedHost: string | undefined;
   location: GeoLocation | null = null;
@@ -35,14 +48,27 @@ export class Tunnel implements RouteFacts, ForwardingFacts {
   decision: RouteDecision | null = null;
   /** The request line and headers, rendered once and replayed to each candidate. */
   requestHead = '';
-  /** Bytes the client sent after its request head (early frames), written upstream after it. */
+  /** Bytes the client sent after its request head (early frames), held until the upstream has switched protocols. */
   head: Buffer;
   /** Also the index of the next candidate: each is tried at most once, in order. */
   attempts = 0;
   /** The endpoint being tried; once connected, the one this socket stays on for life. */
   endpoint: Endpoint | null = null;
   upstream: TunnelSocket | null = null;
-  connected = false;
+  phase: Phase = 'connect';
+  /** The upstream's answer head while it is still incomplete. */
+  answer: Buffer = EMPTY;
+  /** Body bytes of a relayed answer still to pass, or -1 for all of them until the upstream closes. */
+  relayLeft = 0;
+  /** Server-to-client frame headers, so that shutdown closes between two messages. */
+  readonly frames = new FrameTracker();
+  /** Set at shutdown: upstream bytes now pass only up to the next message boundary, then the close frame. */
+  goingAway = false;
+  /** The close frame has gone to the client (ours, or the upstream's own); nothing may follow it. */
+  closeSent = false;
+  goAwayTimer: NodeJS.Timeout | undefined = undefined;
+  /** onDownstreamDrain is listening: added the first time writeDownstream meets backpressure. */
+  drainListening = false;
   error: ProxyError | null = null;
 
   constructor(plane: DataPlane, req: IncomingMessage, downstream: TunnelSocket, head: Buffer) {
@@ -59,12 +85,19 @@ export class Tunnel implements RouteFacts, ForwardingFacts {
     // Node's HTTP server dropped its own listeners at the upgrade: without ours an 'error' would crash the process.
     downstream.on('error', onError).on('end', onDownstreamEnd).on('close', onDownstreamClose).on('timeout', onTimeout);
     downstream.setTimeout(plane.config.timeouts.idle);
-    plane.traffic.tunnels.add(downstream);
+    // Nothing more from the client is read until the upstream has agreed to switch protocols (bounded by the
+    // socket's high-water mark, after which TCP pushes back).
+    downstream.pause();
+    plane.traffic.tunnelOpened(this);
     if (tunnelOpen.hasSubscribers) tunnelOpen.publish(this);
   }
 
   get appendForwardedFor(): boolean {
     return this.plane.config.headers.forwardedFor === 'append';
+  }
+
+  get clientAddressHeaders(): ReadonlySet<string> {
+    return this.plane.config.geo.clientAddressHeaders;
   }
 
   /** Connect to the next candidate, never one tried before; false when none is left or attempts are used up. */
@@ -79,7 +112,7 @@ export class Tunnel implements RouteFacts, ForwardingFacts {
       ? connectTls({ host, port, servername: isIP(host) === 0 ? host : undefined, ALPNProtocols: ['http/1.1'] }, onUpstreamConnect)
       : connectTcp({ host, port }, onUpstreamConnect);
     upstream[TUNNEL] = this;
-    upstream.on('error', onError).on('close', onUpstreamClose).on('timeout', onTimeout);
+    upstream.on('error', onError).on('close', onUpstreamClose).on('timeout', onTimeout).on('data', onUpstreamData);
     upstream.setNoDelay(true);
     upstream.setTimeout(this.plane.config.timeouts.connect);
     this.upstream = upstream;
@@ -87,8 +120,9 @@ export class Tunnel implements RouteFacts, ForwardingFacts {
   }
 
   /** Answer with a Meridian error instead of a tunnel, in the same shape as `sendError`. */
-  refuse(error: ProxyError): void {
+  refuse(error: ProxyError, extraHead = ''): void {
     this.error = error;
+    this.phase = 'done';
     const socket = this.downstream;
     if (!socket.writable) {
       socket.destroy();
@@ -97,22 +131,51 @@ export class Tunnel implements RouteFacts, ForwardingFacts {
     const body = errorBody(error);
     let head =
       `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: application/json\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\nx-request-id: ${this.requestId}\r\n`;
+      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\nx-request-id: ${this.requestId}\r\n${extraHead}`;
     const origin = this.req.headers.origin;
     if (origin) head += `access-control-allow-origin: ${origin}\r\naccess-control-allow-credentials: true\r\nvary: Origin\r\n`;
     // Header values came off the wire as latin1; writing them back the same way keeps every byte.
     socket.write(`${head}\r\n`, 'latin1');
     socket.end(body);
     // Read and drop whatever else the client sends, so closing does not reset the connection under our answer.
+    socket.setTimeout(this.plane.config.timeouts.idle);
     socket.resume();
+  }
+
+  goAway(graceMs: number): void {
+    if (this.goingAway || this.downstream.destroyed) return;
+    if (this.phase === 'connect' || this.phase === 'answer') return this.destroy();
+    // A relayed refusal finishes on its own; the end of the drain window cuts it if it has not.
+    if (this.phase !== 'open') return;
+    this.goingAway = true;
+    this.goAwayTimer = setTimeout(cut, graceMs, this);
+    const upstream = this.upstream!;
+    upstream.unpipe(this.downstream);
+    // unpipe() paused it: keep reading, so its close still arrives. onUpstreamData forwards up to the boundary.
+    upstream.resume();
+    if (this.frames.atMessageBoundary) sendGoingAway(this);
+  }
+
+  /** Where pipe() is not in charge (a relayed answer, the last message at shutdown): a slow client pauses the upstream. */
+  writeDownstream(chunk: Buffer): void {
+    if (this.downstream.write(chunk)) return;
+    this.upstream!.pause();
+    if (this.drainListening) return;
+    this.drainListening = true;
+    this.downstream.on('drain', onDownstreamDrain);
+  }
+
+  destroy(): void {
+    this.upstream?.destroy();
+    this.downstream.destroy();
   }
 }
 
 export function handleUpgrade(plane: DataPlane, req: IncomingMessage, socket: Socket, head: Buffer): void {
   const tunnel = new Tunnel(plane, req, socket, head);
-  // Only WebSockets are tunnelled: splicing arbitrary protocols (h2c, …) would bypass every HTTP rule we enforce.
-  if (req.method !== 'GET' || req.headers.upgrade?.toLowerCase() !== 'websocket') {
-    tunnel.refuse(new ProxyError(KINDS.badRequest, undefined, 'Only WebSocket upgrades are proxied.'));
+  const problem = handshakeProblem(req);
+  if (problem !== null) {
+    tunnel.refuse(new ProxyError(KINDS.badRequest, undefined, problem), SUPPORTED_VERSION_HEADER);
     return;
   }
   identifyClient(tunnel, plane);
@@ -128,22 +191,60 @@ export function handleUpgrade(plane: DataPlane, req: IncomingMessage, socket: So
   tunnel.refuse(fenceExhausted(tunnel.decision.fence, error) ?? error);
 }
 
-
-/** The upstream accepted: replay the upgrade request, then splice. Its 101 (or refusal) flows back untouched. */
+/** The upstream accepted: send the upgrade request alone, and wait for its answer. */
 function onUpstreamConnect(this: TunnelSocket): void {
   const tunnel = this[TUNNEL]!;
-  const downstream = tunnel.downstream;
-  tunnel.connected = true;
-  const idle = tunnel.plane.config.timeouts.websocketIdle;
-  this.setTimeout(idle);
-  downstream.setTimeout(idle);
+  tunnel.phase = 'answer';
+  // Waiting on the upstream is bounded by its response timeout; the client, held meanwhile, is not idle.
+  this.setTimeout(tunnel.plane.config.timeouts.response);
+  tunnel.downstream.setTimeout(0);
   this.write(tunnel.requestHead, 'latin1');
-  if (tunnel.head.length > 0) this.write(tunnel.head);
-  tunnel.head = EMPTY;
   tunnel.requestHead = '';
-  // pipe() ends the other side on 'end' and applies backpressure; stream.pipeline would allocate per tunnel.
-  downstream.pipe(this);
-  this.pipe(downstream);
+}
+
+/** One listener for the upstream's whole life; in the open phase pipe() forwards, and this only follows frame headers. */
+function onUpstreamData(this: TunnelSocket, chunk: Buffer): void {
+  const tunnel = this[TUNNEL]!;
+  switch (tunnel.phase) {
+    case 'open':
+      if (tunnel.goingAway) forwardToBoundary(tunnel, chunk);
+      else tunnel.frames.advance(chunk);
+      return;
+    case 'answer':
+      return readAnswer(tunnel, chunk);
+    case 'relay':
+      return relayBody(tunnel, chunk);
+    default:
+      // done: dropped until the upstream closes.
+      return;
+  }
+}
+
+/** At shutdown: the rest of the message in flight reaches the client, then the close frame, then nothing. */
+function forwardToBoundary(tunnel: Tunnel, chunk: Buffer): void {
+  if (tunnel.closeSent) return;
+  const at = tunnel.frames.boundaryIn(chunk);
+  const part = at === -1 || at === chunk.length ? chunk : chunk.subarray(0, at);
+  if (part.length > 0) tunnel.writeDownstream(part);
+  if (at !== -1) sendGoingAway(tunnel);
+}
+
+/**
+ * The upstream side follows on its own: the client answers with its close frame, which the still-open client-to-server
+ * pipe carries up at the client's own frame boundary, and the client's FIN then ends the upstream socket.
+ */
+function sendGoingAway(tunnel: Tunnel): void {
+  tunnel.closeSent = true;
+  // After a close frame from the upstream a second one would break the closing handshake.
+  if (!tunnel.frames.closeSeen) tunnel.downstream.write(GOING_AWAY_FRAME);
+}
+
+function onDownstreamDrain(this: TunnelSocket): void {
+  this[TUNNEL]!.upstream?.resume();
+}
+
+function cut(tunnel: Tunnel): void {
+  tunnel.destroy();
 }
 
 /** Errors are only recorded here; the 'close' that always follows decides what happens next. */
@@ -153,34 +254,56 @@ function onError(this: TunnelSocket, err: Error): void {
   else if (this === tunnel.upstream) tunnel.error = translateUpstreamError(err);
 }
 
-/** Before the upstream connects this is its connect timeout; otherwise one side sat idle too long. */
+/** Before the upstream connects this is its connect timeout, then its response timeout; otherwise one side sat idle. */
 function onTimeout(this: TunnelSocket): void {
   const tunnel = this[TUNNEL]!;
-  if (this === tunnel.upstream && !tunnel.connected) {
+  if (this === tunnel.upstream && tunnel.phase === 'connect') {
     this.destroy(new ProxyError(KINDS.connectTimeout));
     return;
   }
-  tunnel.upstream?.destroy();
-  tunnel.downstream.destroy();
+  if (this === tunnel.upstream && tunnel.phase === 'answer') return failAnswer(tunnel, new ProxyError(KINDS.responseTimeout));
+  tunnel.destroy();
 }
 
-/** A client that hangs up while we are still connecting gets nothing more; closing aborts the connect. */
+/** A client that hangs up before the upstream answered gets nothing more; closing aborts the upstream. */
 function onDownstreamEnd(this: TunnelSocket): void {
-  if (!this[TUNNEL]!.connected) this.end();
+  const phase = this[TUNNEL]!.phase;
+  if (phase === 'connect' || phase === 'answer') this.end();
 }
 
 function onDownstreamClose(this: TunnelSocket, hadError: boolean): void {
   const tunnel = this[TUNNEL]!;
-  tunnel.plane.traffic.tunnels.delete(this);
+  tunnel.plane.traffic.tunnelClosed(tunnel);
+  clearTimeout(tunnel.goAwayTimer);
   if (tunnelClose.hasSubscribers) tunnelClose.publish(tunnel);
-  // A connect still in flight is abandoned outright.
-  if (tunnel.upstream !== null) passClose(tunnel.upstream, hadError || !tunnel.connected);
+  // Anything short of an open tunnel is abandoned outright.
+  if (tunnel.upstream !== null) passClose(tunnel.upstream, hadError || tunnel.phase !== 'open');
 }
 
 function onUpstreamClose(this: TunnelSocket, hadError: boolean): void {
   const tunnel = this[TUNNEL]!;
-  if (tunnel.connected) return passClose(tunnel.downstream, hadError);
-  // The connect failed (refused, timed out, TLS) or was aborted because the client left; nothing was sent yet.
+  switch (tunnel.phase) {
+    case 'open':
+      return passClose(tunnel.downstream, hadError);
+    case 'connect':
+      return connectFailed(tunnel);
+    case 'answer':
+      // The upgrade request was sent, so this is not a connect failure to retry elsewhere.
+      return tunnel.refuse(tunnel.error ?? new ProxyError(KINDS.reset));
+    case 'relay':
+      tunnel.phase = 'done';
+      // Without a length the answer ends with the upstream's close; with one, a short body must not look complete.
+      if (tunnel.relayLeft === -1 && !hadError) tunnel.downstream.end();
+      else tunnel.downstream.destroy();
+      return;
+    default:
+      // done: the client has its answer already.
+      return;
+  }
+}
+
+/** The connect failed (refused, timed out, TLS) or was aborted because the client left; nothing was sent yet. */
+function connectFailed(tunnel: Tunnel): void {
   tunnel.upstream = null;
   if (tunnel.downstream.destroyed) return;
   if (tunnel.connectNext()) return;
