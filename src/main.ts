@@ -61,7 +61,7 @@ export interface Meridian {
   /** The public readiness listener's address, or null when the config has no `probe` section. */
   readonly probeAddress: AddressInfo | null;
   readonly runtime: MeridianRuntime;
-  /** DESIGN.md §7: readiness off, drain delay, stop accepting, wait for in-flight, end the rest. */
+  /** README, Operations, Shutdown: readiness off, drain delay, stop accepting, wait for in-flight, end the rest. */
   shutdown(): Promise<void>;
 }
 

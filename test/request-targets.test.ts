@@ -89,3 +89,19 @@ test("host rules read an absolute-form target's authority, not the Host header i
   expect(answer.body).toBe('fallback');
   expect(seen).toHaveLength(0);
 });
+
+test('a WebSocket handshake with two Host headers or a target that is not a path is refused before any upstream', async () => {
+  const { proxy, local, fallback } = await world();
+  const handshake = (line: string, hosts: string): string =>
+    `${line}\r\n${hosts}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+  for (const raw of [
+    handshake('GET /v1/realtime HTTP/1.1', 'Host: a.example\r\nHost: b.example\r\n'),
+    handshake('GET * HTTP/1.1', 'Host: a.example\r\n'),
+    handshake('GET x://y/v1/realtime HTTP/1.1', 'Host: a.example\r\n'),
+  ]) {
+    const answer = parseRawResponse(await rawExchange(proxy.port, raw));
+    expect(answer.status).toBe(400);
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 400 });
+  }
+  expect(local.requests + fallback.requests).toBe(0);
+});

@@ -1,4 +1,4 @@
-// Prometheus metrics (DESIGN.md §9), the only prom-client importer. Data-plane events bump typed arrays indexed by
+// Prometheus metrics (names listed in the README: Admin API and observability), the only prom-client importer. Data-plane events bump typed arrays indexed by
 // endpoint (tallies.ts); a scrape drains them into prom-client, so a request costs no label hashing or allocation.
 import diagnostics from 'node:diagnostics_channel';
 import { basename } from 'node:path';

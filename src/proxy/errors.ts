@@ -91,7 +91,7 @@ export function errorBody(error: ProxyError): string {
 }
 
 /**
- * A strict fence whose candidates are all used up answers 503 naming the fence (DESIGN.md §3), not the last
+ * A strict fence whose candidates are all used up answers 503 naming the fence (README: Routing), not the last
  * upstream's error: the client must learn that other regions exist but may not serve it. Only failures that would
  * have moved on to another region count; the client's own faults keep their answer. Null when the rule does not apply.
  */

@@ -227,7 +227,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   }
 
   /**
-   * DESIGN.md §4: a connect failure sent nothing, so any method may go elsewhere; a reset or a gateway error
+   * The retry rules (README: How a request flows, failover): a connect failure sent nothing, so any method may go elsewhere; a reset or a gateway error
    * may repeat the request, so only idempotent methods whose body we still hold. Always within `maxAttempts`,
    * with another candidate left, and for gateway errors within the retry budget.
    */
@@ -245,7 +245,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     // Only retries after a gateway answer spend the budget: an upstream that answers 502/503/504 stays in rotation,
     // and retrying it is what storms. A connect failure or a reset means a dead endpoint, which ejection and the
     // checks take out within a few failures; budgeting those would fail the burst of requests a killed zone had
-    // in flight, which must all succeed elsewhere (DESIGN.md §11).
+    // in flight, which must all succeed elsewhere (test/chaos.test.ts kills a zone under load and expects no failed request).
     if (reason === 'upstream_5xx' && !this.#countedAsRetry) {
       if (!this.plane.traffic.admitRetry(retries.budgetPercent, retries.minConcurrency)) return false;
       this.#countedAsRetry = true;

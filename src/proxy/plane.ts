@@ -1,7 +1,7 @@
 // The data plane's view of the world: a frozen per-config snapshot plus long-lived traffic state.
 import type { MeridianConfig } from '../config/types.ts';
 import type { Router } from '../routing/types.ts';
-import type { UpstreamPools } from './pools.ts';
+import type { PoolSet, UpstreamPools } from './pools.ts';
 import type { GeoLocator } from '../geo/locator.ts';
 import type { UploadPins } from './upload-pins.ts';
 import type { EndpointLoadTable } from './load.ts';
@@ -11,7 +11,8 @@ import type { OutcomeSink } from '../health/outlier.ts';
 export interface DataPlane {
   readonly config: MeridianConfig;
   readonly router: Router;
-  readonly pools: UpstreamPools;
+  /** This snapshot's pools by its own endpoint numbers: an exchange dispatches through it for its whole life. */
+  readonly pools: PoolSet;
   /** Per endpoint index: the routing response headers, or null when they are turned off. */
   readonly routingHeaders: readonly (readonly string[] | null)[];
   readonly traffic: Traffic;
@@ -23,6 +24,7 @@ export interface DataPlane {
 
 /** Long-lived parts that a new snapshot reuses. */
 export interface DataPlaneParts {
+  /** The registry that hands each endpoint list its pool set. */
   readonly pools: UpstreamPools;
   readonly traffic: Traffic;
   readonly locator: GeoLocator;
@@ -32,12 +34,11 @@ export interface DataPlaneParts {
 }
 
 export function createDataPlane(config: MeridianConfig, router: Router, parts: DataPlaneParts): DataPlane {
-  const { pools } = parts;
-  pools.sync(config.topology.endpoints, config.timeouts);
+  const pools = parts.pools.sync(config.topology.endpoints, config.timeouts);
   const routingHeaders = config.topology.endpoints.map((e) =>
     config.headers.routingHeaders ? Object.freeze(['x-meridian-region', e.region, 'x-meridian-zone', e.zone]) : null,
   );
-  return Object.freeze({ ...parts, config, router, routingHeaders: Object.freeze(routingHeaders) });
+  return Object.freeze({ ...parts, pools, config, router, routingHeaders: Object.freeze(routingHeaders) });
 }
 
 /** Counters and open tunnels that outlive any one config snapshot; shutdown waits on them. */

@@ -1,15 +1,16 @@
-// The data-plane HTTP server: accepts downstream requests and runs the phases of DESIGN.md §2.
+// The data-plane HTTP server: accepts downstream requests and runs the phases listed in the README (How a request flows).
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket, AddressInfo } from 'node:net';
 import { CURRENT_EXCHANGE, Exchange, MeridianResponse, type ExchangeSocket } from './exchange.ts';
 import { upstreamRequestHeaders } from './headers.ts';
-import { KINDS, ProxyError } from './errors.ts';
+import { bodyStillArriving, KINDS, ProxyError } from './errors.ts';
+import { ASTERISK_ALLOW, settleTarget, type TargetVerdict } from './request-target.ts';
 import { rejectMalformed } from './client-error.ts';
 import { handleUpgrade } from './websocket.ts';
 import { endTunnels } from './websocket-drain.ts';
 import type { DataPlane } from './plane.ts';
-import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
+import { hasDuplicateHost, identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
 
 export class ProxyServer {
   /** Swapped whole on reload; each request reads it once at accept. */
@@ -84,9 +85,15 @@ export class ProxyServer {
     const startedAt = performance.now();
     // While draining, tell keep-alive clients to reconnect elsewhere after this response.
     if (plane.traffic.draining) res.shouldKeepAlive = false;
+    // Before anything reads Host: an absolute-form target supplies it.
+    const target = settleTarget(req);
     const exchange = new Exchange(plane, req, res, peerAddress(req.socket), requestIdOf(req), startedAt);
-    if (req.headers.host === undefined && req.httpVersionMinor === 1) {
-      // RFC 9112 §3.2: an HTTP/1.1 request without Host is malformed, and Appwrite routes by Host.
+    if (target !== 'proxy') {
+      answerTarget(exchange, target);
+      return;
+    }
+    if ((req.headers.host === undefined && req.httpVersionMinor === 1) || hasDuplicateHost(req)) {
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host, or any with two, is malformed, and Appwrite routes by Host.
       res.shouldKeepAlive = false;
       exchange.fail(new ProxyError(KINDS.badRequest));
       return;
@@ -114,6 +121,22 @@ export class ProxyServer {
   };
 }
 
+const BAD_TARGET = 'The request target must be a path, or an absolute http(s) URL with a valid host.';
+
+/** `OPTIONS *` asks about this server, so Meridian answers it; any other target that is not a path is refused. */
+function answerTarget(exchange: Exchange, target: Exclude<TargetVerdict, 'proxy'>): void {
+  const res = exchange.res;
+  if (target === 'invalid') {
+    res.shouldKeepAlive = false;
+    exchange.fail(new ProxyError(KINDS.badRequest, undefined, BAD_TARGET));
+    return;
+  }
+  if (bodyStillArriving(exchange.req)) res.shouldKeepAlive = false;
+  exchange.req.resume();
+  res.writeHead(200, { allow: ASTERISK_ALLOW, 'content-length': 0, 'x-request-id': exchange.requestId });
+  res.end();
+}
+
 const IDEMPOTENT_WITH_BODY = new Set(['PUT', 'DELETE', 'OPTIONS']);
 
 /** Small bodies of idempotent requests are held in memory, so a reset or a 502/503/504 can be retried. */
@@ -127,6 +150,8 @@ function holdBodyThenStart(exchange: Exchange, req: IncomingMessage): void {
   const chunks: Buffer[] = [];
   req.on('data', (chunk: Buffer) => chunks.push(chunk));
   req.on('end', () => {
+    // Already answered (a stall that timed out while the body was being held): nothing may go upstream.
+    if (exchange.error !== null) return;
     exchange.body = Buffer.concat(chunks);
     exchange.start();
   });
@@ -134,11 +159,8 @@ function holdBodyThenStart(exchange: Exchange, req: IncomingMessage): void {
   req.on('error', () => req.destroy());
 }
 
-/**
- * The downstream socket saw no bytes for `timeouts.idle`. That is a stall unless we are the ones
- * waiting: an upstream still computing its answer is bounded by `timeouts.response` instead.
- */
+/** The downstream socket saw no bytes for `timeouts.idle`: the exchange it serves decides, or the connection goes. */
 function onIdleSocket(socket: Socket): void {
-  if ((socket as ExchangeSocket)[CURRENT_EXCHANGE]?.awaitingResponse) return;
+  if ((socket as ExchangeSocket)[CURRENT_EXCHANGE]?.onDownstreamIdle()) return;
   socket.destroy();
 }

@@ -12,7 +12,8 @@ const VALID: IncomingHttpHeaders = {
 };
 
 function request(headers: IncomingHttpHeaders, method = 'GET', minor = 1): IncomingMessage {
-  return { method, httpVersionMajor: 1, httpVersionMinor: minor, headers } as IncomingMessage;
+  const rawHeaders = Object.entries(headers).flatMap(([name, value]) => [name, String(value)]);
+  return { method, httpVersionMajor: 1, httpVersionMinor: minor, headers, rawHeaders } as IncomingMessage;
 }
 
 function without(name: string): IncomingHttpHeaders {

@@ -2,6 +2,7 @@
 // and the Sec-WebSocket-Accept that the upstream's 101 must carry for it (§4.2.2).
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { hasDuplicateHost } from './request-facts.ts';
 
 const ACCEPT_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
@@ -26,7 +27,7 @@ export function handshakeProblem(req: IncomingMessage): string | null {
   if (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 1) return 'A WebSocket handshake must be HTTP/1.1.';
   if (headers.connection === undefined || !UPGRADE_TOKEN.test(headers.connection)) return 'A WebSocket handshake must send Connection: Upgrade.';
   // RFC 9112 §3.2, and Appwrite routes by Host.
-  if (headers.host === undefined) return 'A WebSocket handshake must send Host.';
+  if (headers.host === undefined || hasDuplicateHost(req)) return 'A WebSocket handshake must send exactly one Host.';
   const key = headers['sec-websocket-key'];
   if (key === undefined || !KEY.test(key)) return 'Sec-WebSocket-Key must be 16 bytes in base64.';
   if (headers['sec-websocket-version'] !== '13') return 'Only Sec-WebSocket-Version 13 is supported.';

@@ -10,6 +10,7 @@ import { upstreamRequestHeaders, type ForwardingFacts } from './headers.ts';
 import { errorBody, fenceExhausted, KINDS, ProxyError, translateUpstreamError } from './errors.ts';
 import { tunnelClose, tunnelOpen } from './events.ts';
 import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
+import { settleTarget } from './request-target.ts';
 import type { DataPlane, TunnelHandle } from './plane.ts';
 import { handshakeProblem, SUPPORTED_VERSION_HEADER } from './websocket-handshake.ts';
 import { failAnswer, readAnswer, relayBody } from './websocket-answer.ts';
@@ -172,8 +173,10 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
 }
 
 export function handleUpgrade(plane: DataPlane, req: IncomingMessage, socket: Socket, head: Buffer): void {
+  // As for requests, before anything reads Host: an absolute-form target supplies it.
+  const target = settleTarget(req);
   const tunnel = new Tunnel(plane, req, socket, head);
-  const problem = handshakeProblem(req);
+  const problem = target === 'proxy' ? handshakeProblem(req) : 'The request target of a WebSocket handshake must be a path, or an absolute http(s) URL.';
   if (problem !== null) {
     tunnel.refuse(new ProxyError(KINDS.badRequest, undefined, problem), SUPPORTED_VERSION_HEADER);
     return;

@@ -1,4 +1,4 @@
-// Orders candidates by geography (DESIGN.md §3): home region, its zones, then the other allowed regions.
+// Orders candidates by geography (README: Routing): home region, its zones, then the other allowed regions.
 // Decisions are memoized per cached location object and per affinity, so a warm request only does lookups.
 import type { Endpoint, Fence, MeridianConfig, Region, Zone } from '../config/types.ts';
 import type { HealthSnapshot } from '../health/state.ts';
