@@ -1,4 +1,4 @@
-// Shutdown for WebSocket tunnels (DESIGN.md §7): they keep serving through the drain and are sent 1001 Going Away one
+// Shutdown for WebSocket tunnels (README: Operations, Shutdown): they keep serving through the drain and are sent 1001 Going Away one
 // by one across it, so realtime clients reconnect to other instances spread over the window, not in the same second.
 import type { Traffic } from './plane.ts';
 

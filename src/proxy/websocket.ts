@@ -1,4 +1,4 @@
-// WebSocket upgrades (DESIGN.md §2): checked, routed like requests and forwarded. Only the upstream's 101 turns the
+// WebSocket upgrades: checked, routed like requests and forwarded. Only the upstream's 101 turns the
 // connection into a byte tunnel to that endpoint for life; any other answer is relayed as one response, then closed.
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import { connect as connectTcp, isIP, type Socket } from 'node:net';
