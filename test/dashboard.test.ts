@@ -1,8 +1,11 @@
-// The dashboard in a real headless Chromium against the demo topology: it renders every region and zone with this
-// instance highlighted, follows a zone going down by polling /status, and raises no console or page errors.
+// The dashboard in a real headless Chromium against the demo topology: a world map with land, the regions, where
+// real clients come from and which region serves them, every zone with this instance highlighted, a zone going
+// down followed by polling /status, and no console or page errors.
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { compileConfig } from '../src/config/compile.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
@@ -10,11 +13,13 @@ import { closeBackends, startBackends } from '../src/demo/run.ts';
 import { DEMO_ZONES, SEED_REGIONS, demoConfig, type DemoOrigins } from '../src/demo/topology.ts';
 import type { DemoBackend } from '../src/demo/backend.ts';
 import { DBIP_CREDIT } from '../src/admin/status.ts';
+import { project } from '../src/admin/world-map.ts';
 import { send } from './support/harness.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'];
-const SCREENSHOT = new URL('../test-output/dashboard.png', import.meta.url);
+// Screenshots to look at after a run; outside the checkout, overwritten each run.
+const SCREENSHOTS = join(tmpdir(), 'meridian-dashboard');
 
 let backends: DemoBackend[] = [];
 let meridian: Meridian | undefined;
@@ -55,6 +60,82 @@ function watchErrors(page: Page): string[] {
   return errors;
 }
 
+/** What the map shows at a longitude and latitude: the id or class of the topmost element there. */
+async function mapHit(page: Page, lon: number, lat: number): Promise<string> {
+  const [x, y] = project(lon, lat);
+  return page.evaluate(([x, y]) => {
+    const svg = document.getElementById('map') as unknown as SVGSVGElement;
+    const at = new DOMPoint(x, y).matrixTransform(svg.getScreenCTM()!);
+    const hit = document.elementFromPoint(at.x, at.y);
+    return hit === null ? 'nothing' : hit.id || `${hit.getAttribute('class')}${hit.getAttribute('data-country') ? `:${hit.getAttribute('data-country')}` : ''}`;
+  }, [x, y]);
+}
+
+test('the map draws land, labels every region, and shows where clients come from and which region serves them', async () => {
+  const page = await browser!.newPage({ viewport: { width: 1440, height: 1000 } });
+  const errors = watchErrors(page);
+  const { port } = meridian!.proxyAddress;
+  // Clients in four countries through the loopback proxy the demo trusts: Sweden sends three times what the UK does.
+  const clients: [ip: string, count: number][] = [
+    ['89.160.20.112', 12], // SE, nearest eu-north
+    ['81.2.69.142', 4], // GB, nearest eu-south
+    ['93.40.7.9', 6], // IT, nearest eu-south
+    ['216.160.83.56', 6], // US west coast, nearest us-west
+    ['66.108.1.2', 6], // US east coast, served here in us-east
+  ];
+  await Promise.all(clients.flatMap(([ip, n]) => Array.from({ length: n }, () => send(port, { path: '/v1/locale', headers: { 'x-forwarded-for': ip } }))));
+
+  await page.goto(`http://127.0.0.1:${meridian!.adminAddress.port}/`);
+  // A hotspot per country, its rate in proportion to what was sent. Rates leave out the second still being
+  // filled, so this polls until a render counts the whole burst.
+  const spotRates = (): Promise<Record<string, number>> =>
+    page.locator('#spots circle.spot').evaluateAll((cs) => {
+      const rates = cs.map((c) => [c.getAttribute('data-country')!, Number(c.getAttribute('data-rps'))] as const);
+      const gb = rates.find(([c]) => c === 'GB')?.[1] ?? 1;
+      return Object.fromEntries(rates.map(([c, rps]) => [c, Math.round((rps / gb) * 1e6) / 1e6]));
+    });
+  await expect.poll(spotRates, { timeout: 8_000, interval: 250 }).toEqual({ GB: 1, IT: 1.5, SE: 3, US: 3 });
+
+  // Land: one substantial path spanning the map, painted where the continents are and not over the oceans.
+  const land = await page.locator('#land').evaluate((path) => ({ length: path.getAttribute('d')!.length, box: path.getBoundingClientRect().toJSON() as DOMRect }));
+  const map = await page.locator('#map').evaluate((svg) => svg.getBoundingClientRect().toJSON() as DOMRect);
+  expect(land.length).toBeGreaterThan(10_000);
+  expect(land.box.width).toBeGreaterThan(0.95 * map.width);
+  expect(land.box.height).toBeGreaterThan(0.8 * map.height);
+  expect(await page.locator('#borders').evaluate((path) => path.getAttribute('d')!.length)).toBeGreaterThan(5_000);
+  for (const [lon, lat] of [[-55, -10], [100, 62], [134, -25], [17, 27], [-105, 58]]) expect(await mapHit(page, lon, lat), `land at ${lon}, ${lat}`).toBe('land');
+  for (const [lon, lat] of [[-140, 10], [-40, 40], [80, -20]]) expect(await mapHit(page, lon, lat), `sea at ${lon}, ${lat}`).toBe('sea');
+
+  // Every region: a dot where its coordinates are, and its name beside it, inside the map.
+  for (const [name, { location: [lat, lon] }] of Object.entries(SEED_REGIONS)) {
+    const mark = page.locator(`#marks g.region[data-region="${name}"]`);
+    expect(await mark.locator('text').textContent()).toBe(name);
+    const label = await mark.locator('text').evaluate((t) => t.getBoundingClientRect().toJSON() as DOMRect);
+    expect(label.left >= map.left && label.right <= map.right && label.top >= map.top && label.bottom <= map.bottom, `${name} label inside the map`).toBe(true);
+    const dot = await mark.locator('circle.dot').evaluate((c) => c.getBoundingClientRect().toJSON() as DOMRect);
+    const [x, y] = project(lon, lat);
+    expect(dot.left + dot.width / 2).toBeCloseTo(map.left + (x / 1000) * map.width, 0);
+    expect(dot.top + dot.height / 2).toBeCloseTo(map.top + (y / 400) * map.height, 0);
+  }
+
+  // Clients: bigger hotspots for more traffic, on top where they stand.
+  const radius = (c: string): Promise<number> => page.locator(`#spots circle[data-country="${c}"]`).evaluate((el) => el.getBoundingClientRect().width);
+  expect(await radius('SE')).toBeGreaterThan(1.4 * (await radius('GB')));
+  expect(await radius('IT')).toBeGreaterThan(await radius('GB'));
+  expect(await mapHit(page, -3.4, 55.4)).toBe('spot:GB');
+  // Which region serves them, and the arcs of those GeoDNS sent here though another region is nearer.
+  const flows = await page.locator('#flows line.flow').evaluateAll((ls) => ls.map((l) => `${l.getAttribute('data-country')}>${l.getAttribute('data-region')}`).sort());
+  expect(flows).toEqual(['GB>eu-south', 'IT>eu-south', 'SE>eu-north', 'US>us-east', 'US>us-west']);
+  const arcs = await page.locator('#arcs path.arc').evaluateAll((ps) => ps.map((p) => p.getAttribute('data-nearest')).sort());
+  expect(arcs).toEqual(['eu-north', 'eu-south', 'us-west']);
+  expect(await page.locator('#countries tr[data-country]').evaluateAll((rs) => rs.map((r) => r.getAttribute('data-country')))).toEqual(['SE', 'US', 'IT', 'GB']);
+
+  await mkdir(SCREENSHOTS, { recursive: true });
+  await page.locator('#map').screenshot({ path: join(SCREENSHOTS, 'map.png') });
+  await page.close();
+  expect(errors).toEqual([]);
+});
+
 test('renders the four regions, eight zones and this instance, and shows a killed zone go down', async () => {
   const page = await browser!.newPage({ viewport: { width: 1440, height: 1000 } });
   const errors = watchErrors(page);
@@ -79,7 +160,6 @@ test('renders the four regions, eight zones and this instance, and shows a kille
   expect(await page.locator('#self').textContent()).toBe('us-east / az-1');
   expect(await page.locator('#ready').textContent()).toBe('ready');
   expect(await page.locator('#credit').textContent()).toBe(DBIP_CREDIT);
-  expect(await page.locator('#base circle.land').count()).toBeGreaterThan(200);
 
   const killed = backends.find((b) => b.region === 'eu-north' && b.zone === 'az-3')!;
   await killed.close();
@@ -88,8 +168,8 @@ test('renders the four regions, eight zones and this instance, and shows a kille
   expect(await page.locator(`#endpoints tr[data-endpoint="${killed.origin}"]`).getAttribute('data-state')).toBe('down');
   expect(await page.locator('#zones tr[data-zone="eu-north/az-1"]').getAttribute('data-health')).toBe('ok');
 
-  await mkdir(new URL('.', SCREENSHOT), { recursive: true });
-  await page.screenshot({ path: SCREENSHOT.pathname, fullPage: true });
+  await mkdir(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, 'dashboard.png'), fullPage: true });
   await page.close();
   expect(errors).toEqual([]);
 });

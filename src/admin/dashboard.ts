@@ -1,22 +1,29 @@
-// `GET /`: the dashboard, one self-contained page (dashboard.html) with the map's land dots embedded, built once at
+// `GET /`: the dashboard, one self-contained page (dashboard.html) with its world map embedded, built once at
 // startup, and a content security policy that admits exactly its own inline script and style.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { buildWorldMap, MAP_PROJECTION, PATH_GRID } from './world-map.ts';
 
 export interface DashboardPage {
   readonly html: string;
   readonly contentSecurityPolicy: string;
 }
 
-interface Country {
-  readonly lat: number;
-  readonly lon: number;
-}
-
-/** The land drawn as one dot per country centroid: a few kilobytes, and no map data to license or fetch. */
-function landDots(): string {
-  const countries = JSON.parse(readFileSync(new URL('../../geo-data/countries.json', import.meta.url), 'utf8')) as Record<string, Country>;
-  return JSON.stringify(Object.values(countries).map(({ lon, lat }) => [Math.round(lon * 10) / 10, Math.round(lat * 10) / 10]));
+/** The page with its placeholders filled; a function replacer, so no `$` in the data is read as a pattern. */
+function fill(template: string): string {
+  const map = buildWorldMap();
+  const values: Record<string, string> = {
+    __MAP_SIZE__: `${MAP_PROJECTION.width} ${MAP_PROJECTION.height}`,
+    __GRID_SCALE__: String(1 / PATH_GRID),
+    __LAND__: map.land,
+    __BORDERS__: map.borders,
+    __MAP__: JSON.stringify({ ...MAP_PROJECTION, places: map.places }),
+  };
+  return template.replace(/__[A-Z_]+__/g, (name) => {
+    const value = values[name];
+    if (value === undefined) throw new Error(`dashboard.html has an unknown placeholder ${name}`);
+    return value;
+  });
 }
 
 function inlineHash(html: string, tag: 'script' | 'style'): string {
@@ -26,7 +33,7 @@ function inlineHash(html: string, tag: 'script' | 'style'): string {
 }
 
 function build(): DashboardPage {
-  const html = readFileSync(new URL('./dashboard.html', import.meta.url), 'utf8').replace('__LAND__', landDots());
+  const html = fill(readFileSync(new URL('./dashboard.html', import.meta.url), 'utf8'));
   const contentSecurityPolicy = [
     "default-src 'none'",
     `script-src ${inlineHash(html, 'script')}`,

@@ -1,11 +1,13 @@
-// Recent traffic for the dashboard and /status: per-zone counts, rate and latency over the last seconds, the last
-// failovers and misroutes. Fed by data-plane events into per-second rings; a snapshot is computed when asked for.
+// Recent traffic for the dashboard and /status: per-zone counts, rate and latency over the last seconds, traffic by
+// client country, the last failovers and misroutes. Fed by data-plane events into per-second rings; a snapshot is
+// computed when asked for.
 import diagnostics from 'node:diagnostics_channel';
 import type { Topology } from '../config/types.ts';
 import type { MeridianRuntime } from '../main.ts';
 import type { Exchange, RetryReason } from '../proxy/exchange.ts';
 import { exchangeEnd, exchangeFailover } from '../proxy/events.ts';
 import { CODE_5XX, codeIndex, indexTopology, NONE } from './labels.ts';
+import { CountryTally, countryIndex, type CountryTraffic } from './country-traffic.ts';
 
 /** Rates and percentiles cover this many whole seconds, the current partial second left out. */
 export const SUMMARY_WINDOW_SECONDS = 10;
@@ -45,6 +47,8 @@ export interface TrafficSummary {
   readonly windowSeconds: number;
   /** Every zone of the current topology in config order, then `none/none` once it has seen a request. */
   readonly zones: readonly ZoneTraffic[];
+  /** Every client country located since start, busiest over the window first. */
+  readonly countries: readonly CountryTraffic[];
   /** The last failovers, newest first. */
   readonly failovers: readonly FailoverRecord[];
   /** Since start: requests that another region was nearer for, by that region. */
@@ -58,6 +62,12 @@ export interface TrafficSummarizer {
 
 export function startTrafficSummary(runtime: Pick<MeridianRuntime, 'plane'>): TrafficSummarizer {
   return new Summarizer(runtime);
+}
+
+interface TopologyStats {
+  readonly zones: readonly ZoneStats[];
+  /** By endpoint index: the column of its region in the country tally. */
+  readonly columns: Int32Array;
 }
 
 class ZoneStats {
@@ -136,10 +146,11 @@ class Summarizer implements TrafficSummarizer {
   readonly #startedAt = performance.now();
   /** By `region/zone`, kept across reloads so a zone that stays keeps its history. */
   readonly #zones = new Map<string, ZoneStats>();
-  /** Per topology: by endpoint index, the stats of its zone; the last entry is `none`. */
-  readonly #byTopology = new WeakMap<Topology, readonly ZoneStats[]>();
+  /** Per topology: by endpoint index, the stats of its zone (the last entry is `none`) and its region's country column. */
+  readonly #byTopology = new WeakMap<Topology, TopologyStats>();
   #topology: Topology | null = null;
-  #stats: readonly ZoneStats[] = [];
+  #stats: TopologyStats = { zones: [], columns: new Int32Array(0) };
+  readonly #countries = new CountryTally(SUMMARY_WINDOW_SECONDS);
   readonly #failovers: FailoverRecord[] = [];
   readonly #misroutes = new Map<string, number>();
 
@@ -165,6 +176,7 @@ class Summarizer implements TrafficSummarizer {
     return {
       windowSeconds: SUMMARY_WINDOW_SECONDS,
       zones,
+      countries: this.#countries.snapshot(nowSecond, seconds),
       failovers: this.#failovers.toReversed(),
       misroutes: Object.fromEntries(this.#misroutes),
     };
@@ -180,13 +192,17 @@ class Summarizer implements TrafficSummarizer {
     return stats;
   }
 
-  #statsOf(topology: Topology): readonly ZoneStats[] {
+  #statsOf(topology: Topology): TopologyStats {
     if (topology === this.#topology) return this.#stats;
     let stats = this.#byTopology.get(topology);
     if (stats === undefined) {
       const index = indexTopology(topology);
       const zones = index.zones.map(({ region, zone }) => this.#zone(region, zone));
-      stats = [...Array.from(index.zoneOf, (slot) => zones[slot]), this.#zone(NONE, NONE)];
+      const regionColumns = this.#countries.columns(index.regions);
+      stats = {
+        zones: [...Array.from(index.zoneOf, (slot) => zones[slot]), this.#zone(NONE, NONE)],
+        columns: Int32Array.from(index.regionOf, (region) => regionColumns[region]),
+      };
       this.#byTopology.set(topology, stats);
     }
     this.#topology = topology;
@@ -197,10 +213,14 @@ class Summarizer implements TrafficSummarizer {
   readonly #onExchangeEnd = (message: unknown): void => {
     const exchange = message as Exchange;
     const now = performance.now();
-    const stats = this.#statsOf(exchange.plane.config.topology);
+    const { zones, columns } = this.#statsOf(exchange.plane.config.topology);
     const endpoint = exchange.endpoint;
-    const zone = endpoint === null ? stats[stats.length - 1] : stats[endpoint.index];
-    zone.record(Math.floor(now / 1000), now - exchange.startedAt, codeIndex(exchange) >= CODE_5XX);
+    const second = Math.floor(now / 1000);
+    const zone = endpoint === null ? zones[zones.length - 1] : zones[endpoint.index];
+    zone.record(second, now - exchange.startedAt, codeIndex(exchange) >= CODE_5XX);
+    const country = countryIndex(exchange.location === null ? null : exchange.location.country);
+    // Column 0 is `none`: the request was located but no endpoint served it.
+    if (country >= 0) this.#countries.record(second, country, endpoint === null ? 0 : columns[endpoint.index]);
     const nearest = exchange.decision.misrouteNearest;
     if (nearest !== null) this.#misroutes.set(nearest, (this.#misroutes.get(nearest) ?? 0) + 1);
   };
