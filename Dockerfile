@@ -14,8 +14,9 @@ COPY geo-data ./geo-data
 # The config is mounted here (a Swarm config or a bind mount); MERIDIAN_REGION/MERIDIAN_ZONE pick the AZ.
 VOLUME ["/etc/meridian"]
 USER node
-# 8080: the proxy. 9090: admin API (metrics, /healthz, /readyz); bind it to 0.0.0.0 in the config to scrape it.
-EXPOSE 8080 9090
+# 8080: the proxy. 8081: the probe listener (/readyz, /healthz only) when the config has a `probe` section; publish
+# it for GeoDNS checkers. 9090: admin API (metrics, status, reload); bind it to 0.0.0.0 in the config to scrape it.
+EXPOSE 8080 8081 9090
 STOPSIGNAL SIGTERM
 # The image has no curl; Node's fetch checks liveness on the admin port from inside the container.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `npm test` runs this first: the tests drive real Debian programs (Chromium for the dashboard, Prometheus and
+# promtool for the metrics). As root on Debian it installs whatever is missing; anywhere else it names what to
+# install and stops, rather than letting those tests fail one by one.
+set -euo pipefail
+need=()
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
+((${#need[@]} == 0)) && exit 0
+if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "pretest: installing ${need[*]} from Debian's packages (the tests drive them for real)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  exit 0
+fi
+echo "pretest: the tests drive ${need[*]} for real; install them first: sudo apt-get install --no-install-recommends ${need[*]}" >&2
+exit 1
