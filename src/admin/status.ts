@@ -76,8 +76,7 @@ const BUNDLED: ReadonlySet<string> = new Set(DEFAULT_GEO_DATABASES);
 export function statusReport(runtime: MeridianRuntime, now: number = Date.now()): StatusReport {
   // One synchronous read: plane and health are swapped together on reload, so their endpoint indexes agree.
   const { config, load, uploadPins } = runtime.plane();
-  const health = runtime.health();
-  const { usable } = health.snapshot;
+  const health = runtime.health().report();
   const { self } = config.topology;
   const iso = (ms: number): string => new Date(ms).toISOString();
   const regions = config.topology.regions.map((region) => ({
@@ -89,16 +88,16 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
       name: zone.name,
       local: region.name === self.region && zone.name === self.zone,
       endpoints: zone.endpoints.map(({ index, origin }): EndpointStatus => {
-        const probe = health.lastProbe[index];
+        const { up, usable, ejectedUntil, timesEjected, lastProbe, rttMs } = health[index];
         return {
           index,
           origin,
-          up: health.up[index],
-          usable: usable[index] !== false,
-          ejectedUntil: health.ejectedUntil[index] === 0 ? null : iso(health.ejectedUntil[index]),
-          timesEjected: health.timesEjected[index],
-          lastProbe: probe && { at: iso(probe.at), ok: probe.ok, detail: probe.detail },
-          rttMs: health.rttMs[index],
+          up,
+          usable,
+          ejectedUntil: ejectedUntil === 0 ? null : iso(ejectedUntil),
+          timesEjected,
+          lastProbe: lastProbe && { at: iso(lastProbe.at), ok: lastProbe.ok, detail: lastProbe.detail },
+          rttMs,
           inflight: load.inflight[index],
         };
       }),

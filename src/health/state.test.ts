@@ -190,3 +190,18 @@ describe('ejection', () => {
     expect(state.snapshot.usable).toEqual([false]);
   });
 });
+
+describe('report', () => {
+  it('is a frozen copy of every endpoint at call time, which later changes leave alone', () => {
+    const state = new HealthState(2, DEFAULTS);
+    state.probe(1, true, 12, 1_000, 'HTTP 200');
+    state.eject(1, 31_000);
+    const before = state.report();
+    expect(before[0]).toEqual({ up: true, usable: true, ejectedUntil: 0, timesEjected: 0, lastProbe: null, rttMs: null });
+    expect(before[1]).toEqual({ up: true, usable: false, ejectedUntil: 31_000, timesEjected: 1, lastProbe: { at: 1_000, ok: true, detail: 'HTTP 200' }, rttMs: 12 });
+    expect(Object.isFrozen(before) && Object.isFrozen(before[1])).toBe(true);
+    state.probe(1, true, 30, 40_000, 'HTTP 200');
+    expect(before[1].usable).toBe(false);
+    expect(state.report()[1]).toMatchObject({ usable: true, ejectedUntil: 0 });
+  });
+});

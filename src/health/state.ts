@@ -17,6 +17,20 @@ export interface HealthSnapshot {
   readonly rttMs: readonly (number | null)[];
 }
 
+/** One endpoint's health as the admin plane shows it: a frozen copy, so readers never hold the live state. */
+export interface EndpointHealth {
+  /** Up by the active checks. */
+  readonly up: boolean;
+  /** Up and not ejected: routing may pick it. */
+  readonly usable: boolean;
+  /** Epoch ms the passive ejection ends, or 0 when not ejected. */
+  readonly ejectedUntil: number;
+  readonly timesEjected: number;
+  readonly lastProbe: { readonly at: number; readonly ok: boolean; readonly detail: string } | null;
+  /** Smoothed probe round-trip in ms, or null before the first passing probe. */
+  readonly rttMs: number | null;
+}
+
 export type HealthChange =
   | { readonly kind: 'up' | 'down'; readonly index: number; readonly reason: string }
   | { readonly kind: 'ejected'; readonly index: number; readonly until: number; readonly times: number }
@@ -108,6 +122,16 @@ export class HealthState {
     this.timesEjected[index]++;
     this.ejectedUntil[index] = until;
     this.#changed({ kind: 'ejected', index, until, times: this.timesEjected[index] });
+  }
+
+  /** Every endpoint's health by index, copied at call time (the admin plane's view; never on the request path). */
+  report(): readonly EndpointHealth[] {
+    const { usable } = this.#snapshot;
+    return Object.freeze(
+      this.up.map((up, i) =>
+        Object.freeze({ up, usable: usable[i] !== false, ejectedUntil: this.ejectedUntil[i], timesEjected: this.timesEjected[i], lastProbe: this.lastProbe[i], rttMs: this.rttMs[i] }),
+      ),
+    );
   }
 
   ejectedCount(): number {
