@@ -240,3 +240,21 @@ timeouts: { connect: 2s, response: 900s }
     expect(noConfig.stderr).toContain('--config FILE is required');
   });
 });
+
+describe('a config that is not a mapping', () => {
+  test.each([
+    ['null', null, 'the config file is empty'],
+    ['undefined', undefined, 'the config file is empty'],
+    ['a list', [{ self: {} }], 'must be a mapping of sections, got a list'],
+    ['a string', 'self: x', 'must be a mapping of sections, got a string'],
+  ])('%s is a field-path problem at the root, not a crash', (_name, raw, message) => {
+    let error: unknown;
+    try {
+      compileConfig(raw, {});
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual([{ path: '', message }]);
+  });
+});

@@ -14,6 +14,8 @@ export const ENV_OVERRIDES = {
 } as const;
 
 export function compileConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, source?: string): MeridianConfig {
+  const shape = rootShapeProblem(raw);
+  if (shape !== null) throw new ConfigError([{ path: '', message: shape }], source);
   const withEnv = applyEnv(raw, env);
   const parsed = configSchema.safeParse(withEnv);
   if (!parsed.success) {
@@ -31,6 +33,14 @@ export function compileConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env
   const config = build(parsed.data, problems);
   if (problems.length > 0) throw new ConfigError(problems, source);
   return deepFreeze(config);
+}
+
+/** The config as a whole must be a mapping of sections; YAML reads an empty file (or only comments) as null. */
+function rootShapeProblem(raw: unknown): string | null {
+  if (raw === null || raw === undefined) return 'the config file is empty';
+  if (Array.isArray(raw)) return 'must be a mapping of sections, got a list';
+  if (typeof raw !== 'object') return `must be a mapping of sections, got a ${typeof raw}`;
+  return null;
 }
 
 function applyEnv(raw: unknown, env: NodeJS.ProcessEnv): unknown {

@@ -19,15 +19,5 @@ export async function loadConfigFile(path: string, env: NodeJS.ProcessEnv = proc
   } catch (err) {
     throw new ConfigError([{ path: '', message: `${path} is not valid YAML/JSON: ${(err as Error).message}` }]);
   }
-  const shape = rootShapeProblem(raw);
-  if (shape !== null) throw new ConfigError([{ path: '', message: shape }], path);
   return compileConfig(raw, env, path);
-}
-
-/** The file as a whole must be a mapping of sections; YAML reads an empty file (or only comments) as null. */
-function rootShapeProblem(raw: unknown): string | null {
-  if (raw === null || raw === undefined) return 'the config file is empty';
-  if (Array.isArray(raw)) return 'must be a mapping of sections, got a list';
-  if (typeof raw !== 'object') return `must be a mapping of sections, got a ${typeof raw}`;
-  return null;
 }
