@@ -11,7 +11,7 @@ import { WebSocket } from 'ws';
 import { tunnelClose, tunnelOpen } from '../src/proxy/events.ts';
 import type { Tunnel } from '../src/proxy/websocket.ts';
 import { BOOT_PROBE_ONLY, deadPort, parseRawResponse, rawExchange, startProxy, until, type Overrides, type RunningProxy } from './support/harness.ts';
-import { startSilentServer, startWebSocketUpstream, type SilentServer, type WebSocketUpstream, type WebSocketUpstreamOptions } from './support/websocket-upstream.ts';
+import { startRecordingUpstream, startSilentServer, startWebSocketUpstream, type SilentServer, type WebSocketUpstream, type WebSocketUpstreamOptions } from './support/websocket-upstream.ts';
 import { startWorld, type World } from './support/zones.ts';
 
 const REALTIME = '/v1/realtime?project=demo&channels[]=files';
@@ -20,7 +20,7 @@ const QUICK_PROBE_TIMEOUT = { timeout: '50ms' } as const;
 const MiB = 1024 * 1024;
 
 let proxy: RunningProxy | undefined;
-let upstreams: (WebSocketUpstream | SilentServer)[] = [];
+let upstreams: { close(): Promise<void> }[] = [];
 let clients: WebSocket[] = [];
 
 afterEach(async () => {
@@ -315,3 +315,33 @@ function maskedTextFrame(text: string): Buffer {
   const masked = Buffer.from(payload.map((byte, i) => byte ^ mask[i % 4]));
   return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, masked]);
 }
+
+describe('an upstream that hangs up before answering the upgrade', () => {
+  test('the handshake goes to the next candidate, since only the GET went up, and the socket then works', async () => {
+    const hangsUp = await startRecordingUpstream(() => null);
+    upstreams.push(hangsUp);
+    const next = await upstream();
+    const { port } = await meridian([hangsUp.origin, next.origin]);
+    const ws = client(port);
+    await until(() => hangsUp.sockets.length === 1, 'the upgrade request to reach the first endpoint');
+    hangsUp.sockets[0].destroy();
+    await once(ws, 'open');
+    const reply = nextMessage(ws);
+    ws.send('after failover');
+    expect((await reply).data.toString()).toBe('after failover');
+    expect(next.handshakes).toHaveLength(1);
+  });
+
+  test('after part of an answer it is a 502, never a second upstream', async () => {
+    const halfAnswers = await startRecordingUpstream(() => 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n');
+    upstreams.push(halfAnswers);
+    const next = await upstream();
+    const { port } = await meridian([halfAnswers.origin, next.origin]);
+    const ws = client(port);
+    await until(() => halfAnswers.sockets.length === 1, 'the upgrade request to reach the first endpoint');
+    const refused = refusal(ws);
+    halfAnswers.sockets[0].destroy();
+    expect((await refused).status).toBe(502);
+    expect(next.handshakes).toHaveLength(0);
+  });
+});

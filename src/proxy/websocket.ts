@@ -202,7 +202,6 @@ function onUpstreamConnect(this: TunnelSocket): void {
   this.setTimeout(tunnel.plane.config.timeouts.response);
   tunnel.downstream.setTimeout(0);
   this.write(tunnel.requestHead, 'latin1');
-  tunnel.requestHead = '';
 }
 
 /** One listener for the upstream's whole life; in the open phase pipe() forwards, and this only follows frame headers. */
@@ -214,6 +213,8 @@ function onUpstreamData(this: TunnelSocket, chunk: Buffer): void {
       else tunnel.frames.advance(chunk);
       return;
     case 'answer':
+      // An answer has begun: no other candidate will need the request head again.
+      tunnel.requestHead = '';
       return readAnswer(tunnel, chunk);
     case 'relay':
       return relayBody(tunnel, chunk);
@@ -291,7 +292,9 @@ function onUpstreamClose(this: TunnelSocket, hadError: boolean): void {
     case 'connect':
       return connectFailed(tunnel);
     case 'answer':
-      // The upgrade request was sent, so this is not a connect failure to retry elsewhere.
+      // Closed with not one byte of answer: only the upgrade request, a GET, went up (the client's own bytes are still
+      // held), so the next candidate may take it, as a reset GET would be retried. Once answer bytes came, not.
+      if (tunnel.answer.length === 0) return connectFailed(tunnel);
       return tunnel.refuse(tunnel.error ?? new ProxyError(KINDS.reset));
     case 'relay':
       tunnel.phase = 'done';
@@ -305,9 +308,10 @@ function onUpstreamClose(this: TunnelSocket, hadError: boolean): void {
   }
 }
 
-/** The connect failed (refused, timed out, TLS) or was aborted because the client left; nothing was sent yet. */
+/** The connect failed (refused, timed out, TLS), or the upstream hung up before answering, or the client left. */
 function connectFailed(tunnel: Tunnel): void {
   tunnel.upstream = null;
+  tunnel.phase = 'connect';
   if (tunnel.downstream.destroyed) return;
   if (tunnel.connectNext()) return;
   const error = tunnel.error ?? new ProxyError(KINDS.connectFailed);
