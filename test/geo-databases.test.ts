@@ -1,5 +1,5 @@
 // Geo databases as files: what the test writer produces, several databases behind one locator, the bundled
-// DB-IP default, a corrupt record, and hot reload by rename (good files swap in, bad ones are refused).
+// DB-IP default, a corrupt record, and hot reload by rename (good files swap in and are published, bad ones are refused).
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Reader } from 'maxmind';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GeoDatabaseError } from '../src/geo/database.ts';
+import type { PublishedGeoDatabase } from '../src/geo/database.ts';
 import { DEFAULT_GEO_DATABASES, GeoLocator } from '../src/geo/locator.ts';
 import type { GeoReloadEvent } from '../src/geo/locator.ts';
 import { double, uint16, writeMmdb } from './support/mmdb-writer.ts';
@@ -146,6 +147,7 @@ describe('hot reload', () => {
   let path: string;
   let locator: GeoLocator;
   const events: GeoReloadEvent[] = [];
+  const publications: (readonly PublishedGeoDatabase[])[] = [];
   let wake: () => void = () => {};
   const nextReload = async (): Promise<GeoReloadEvent> => {
     while (events.length === 0) await new Promise<void>((resolve) => (wake = resolve));
@@ -156,8 +158,10 @@ describe('hot reload', () => {
     path = join(await mkdtemp(join(dir, 'reload-')), 'GeoIP2-City.mmdb');
     await writeFile(path, geoip2(london));
     events.length = 0;
+    publications.length = 0;
     locator = await GeoLocator.open([path], {
       cacheSize: 100,
+      onPublish: (published) => publications.push(published),
       onReload: (event) => {
         events.push(event);
         wake();
@@ -168,9 +172,13 @@ describe('hot reload', () => {
   });
   afterEach(() => locator.close());
 
-  it('swaps in a file renamed over the watched one and forgets cached answers', async () => {
+  it('swaps in a file renamed over the watched one, publishes its new memory and forgets cached answers', async () => {
+    const [before] = locator.published;
     await replace(path, geoip2(stockholm, 1_800_000_000));
     expect(await nextReload()).toEqual({ path, ok: true });
+    expect(publications).toHaveLength(1);
+    expect(publications[0]).toEqual([{ path, buffer: expect.any(SharedArrayBuffer), info: locator.databases[0] }]);
+    expect(publications[0][0].buffer).not.toBe(before.buffer);
     expect(locator.locate('81.2.69.1')).toMatchObject({ country: 'SE', lat: 59.3293 });
     expect(locator.databases[0].buildEpoch.getTime()).toBe(1_800_000_000_000);
   });
@@ -179,11 +187,14 @@ describe('hot reload', () => {
     ['a truncated file', () => geoip2(stockholm).subarray(0, 100)],
     ['random bytes', () => randomBytes(8192)],
     ['a database without locations (GeoLite2-ASN)', () => writeMmdb([{ network: '81.2.69.0/24', data: { autonomous_system_number: 20712 } }], { databaseType: 'GeoLite2-ASN' })],
-  ])('refuses %s and keeps serving the old database', async (_name, bytes) => {
+  ])('refuses %s, publishes nothing and keeps serving the old database', async (_name, bytes) => {
+    const [before] = locator.published;
     await replace(path, bytes());
     const event = await nextReload();
     expect(event).toMatchObject({ path, ok: false });
     expect(event.error).toBeInstanceOf(GeoDatabaseError);
+    expect(publications).toEqual([]);
+    expect(locator.published[0]).toBe(before);
     // An address never asked before, so the answer comes from the database and not from the cache.
     expect(locator.locate('81.2.69.2')).toMatchObject({ country: 'GB', lat: 51.5142 });
   });

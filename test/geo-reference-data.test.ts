@@ -102,7 +102,8 @@ if (!existsSync(root)) {
     });
     it.each(parsable)('%s, looked up past the open checks, never makes the locator throw', (name, reader) => {
       const info = Object.freeze({ path: name, databaseType: 'Test', schema: 'geoip2-city', ipVersion: reader.metadata.ipVersion as 4 | 6, buildEpoch: new Date(0), description: '' });
-      const database: GeoDatabase = { info, lookup: (ip) => (reader.get(ip) === null ? null : somewhere) };
+      const published = { path: name, buffer: new SharedArrayBuffer(0), info };
+      const database: GeoDatabase = { info, published, lookup: (ip) => (reader.get(ip) === null ? null : somewhere) };
       expect(locateAll(new GeoLocator([database], { cacheSize: 1000 }))).toBe(spread.length);
     });
   });

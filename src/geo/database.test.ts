@@ -1,13 +1,14 @@
-// openGeoDatabase reads both schemas from real .mmdb files, maps records to locations, and refuses anything else.
+// openGeoDatabase reads both schemas from real .mmdb files, maps records to locations, and refuses anything else;
+// attachGeoDatabase reads the same memory from the published descriptor.
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { double, uint16, writeMmdb } from '../../test/support/mmdb-writer.ts';
 import type { MmdbEntry, MmdbOptions } from '../../test/support/mmdb-writer.ts';
-import { GeoDatabaseError, openGeoDatabase } from './database.ts';
+import { attachGeoDatabase, GeoDatabaseError, openGeoDatabase } from './database.ts';
 import type { GeoDatabase } from './database.ts';
 
 const countries: Record<string, { continent: string; lat: number; lon: number }> = JSON.parse(
@@ -203,5 +204,25 @@ describe('rejection', () => {
   it('keeps the underlying error as the cause', async () => {
     const error = await openGeoDatabase(file('missing.mmdb')).catch((caught: unknown) => caught);
     expect((error as Error).cause).toMatchObject({ code: 'ENOENT' });
+  });
+});
+
+describe('published for other threads', () => {
+  it.each(['geoip2-city.mmdb', 'flat-city-ipv6.mmdb'])('%s is published as its path, its bytes in shared memory, and its info', (name) => {
+    const { info, published } = databases[name];
+    expect(published).toEqual({ path: file(name), buffer: expect.any(SharedArrayBuffer), info });
+    expect(published.buffer.byteLength).toBe(statSync(file(name)).size);
+    expect(Object.isFrozen(published)).toBe(true);
+  });
+
+  it.each(['geoip2-city.mmdb', 'GeoLite2-City.mmdb', 'flat-country.mmdb'])('%s attached from a structured clone answers as the original', (name) => {
+    const original = databases[name];
+    // What postMessage hands a worker: a fresh, unfrozen object around the same shared memory.
+    const attached = attachGeoDatabase(structuredClone(original.published));
+    expect(attached.info).toEqual(original.info);
+    expect(Object.isFrozen(attached.info)).toBe(true);
+    for (const ip of ['81.2.69.142', '89.160.20.112', '2a02:d1c0::1', '2001:218::1', '1.1.1.1', '81.2.70.1']) {
+      expect(attached.lookup(ip), ip).toEqual(original.lookup(ip));
+    }
   });
 });

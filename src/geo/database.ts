@@ -1,8 +1,8 @@
-// One MaxMind-format geo database: opening and sanity-checking the file (metadata, then the coordinates of probe
-// addresses), detecting its schema (GeoIP2 or the flat DB-IP/ip-location-db one) and mapping its records to
-// GeoLocation, with country centroids for country-only records.
+// One MaxMind-format geo database: reading the file once into shared memory, sanity-checking it (metadata, then the
+// coordinates of probe addresses), detecting its schema (GeoIP2 or the flat DB-IP/ip-location-db one), mapping its
+// records to GeoLocation (country centroids for country-only records), and attaching readers in other threads.
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { Reader } from 'maxmind';
 import type { Response } from 'maxmind';
 
@@ -29,8 +29,20 @@ export interface GeoDatabaseInfo {
   readonly description: string;
 }
 
+/**
+ * An opened and checked database as it crosses to other threads by postMessage: structured cloning shares the
+ * SharedArrayBuffer instead of copying it, so every thread's reader uses the one resident copy of the file.
+ */
+export interface PublishedGeoDatabase {
+  readonly path: string;
+  readonly buffer: SharedArrayBuffer;
+  readonly info: GeoDatabaseInfo;
+}
+
 export interface GeoDatabase {
   readonly info: GeoDatabaseInfo;
+  /** The file's bytes and metadata, for attachGeoDatabase in another thread. */
+  readonly published: PublishedGeoDatabase;
   /** The location of an address of the database's IP version; may throw on corrupt data. */
   lookup(ip: string): GeoLocation | null;
 }
@@ -174,14 +186,37 @@ function checkCoordinates(path: string, reader: Reader<Response>, schema: GeoSch
   throw new GeoDatabaseError(path, `all ${points.length} probe addresses with coordinates (${ips}) decode to one point, ${first.lat}, ${first.lon}`);
 }
 
+/**
+ * Reads a whole file into a new SharedArrayBuffer, with no second copy. The open handle keeps reading the file it
+ * opened when an updater renames a new one over it; a file cut short meanwhile is an error, not a short database.
+ */
+async function readShared(path: string): Promise<SharedArrayBuffer> {
+  const file = await open(path, 'r');
+  try {
+    const { size } = await file.stat();
+    const buffer = new SharedArrayBuffer(size);
+    const view = Buffer.from(buffer);
+    for (let at = 0; at < size; ) {
+      const { bytesRead } = await file.read(view, at, size - at, at);
+      if (bytesRead === 0) throw new Error(`the file shrank from ${size} to ${at} bytes while being read`);
+      at += bytesRead;
+    }
+    return buffer;
+  } finally {
+    await file.close();
+  }
+}
+
 /** Opens and sanity-checks a database; any problem is a GeoDatabaseError naming the path. */
 export async function openGeoDatabase(path: string): Promise<GeoDatabase> {
-  let db: Buffer;
+  let buffer: SharedArrayBuffer;
   try {
-    db = await readFile(path);
+    buffer = await readShared(path);
   } catch (error) {
     throw new GeoDatabaseError(path, `cannot read the file (${(error as Error).message})`, error);
   }
+  // A view, not a copy: mmdb-lib keeps the Buffer it is given and slices it for strings.
+  const db = Buffer.from(buffer);
   let reader: Reader<Response>;
   try {
     reader = new Reader(db);
@@ -212,7 +247,6 @@ export async function openGeoDatabase(path: string): Promise<GeoDatabase> {
   if (schema === null) throw new GeoDatabaseError(path, `no record carries a location or a country (database_type ${databaseType})`);
   checkCoordinates(path, reader, schema);
 
-  const map = schema.startsWith('geoip2') ? fromGeoip2 : fromFlat;
   // The metadata description is a map of language to text, whatever mmdb-lib's type says.
   const descriptions = (isObject(description) ? description : {}) as unknown as Record<string, unknown>;
   const text = descriptions.en ?? Object.values(descriptions)[0];
@@ -224,8 +258,25 @@ export async function openGeoDatabase(path: string): Promise<GeoDatabase> {
     buildEpoch,
     description: typeof text === 'string' ? text : '',
   });
+  return readerDatabase(Object.freeze({ path, buffer, info }), reader);
+}
+
+/**
+ * The database another thread opened and checked, read from the same shared memory: no file read, no copy, no
+ * checks again. The reader's view keeps the buffer alive, so a database swapped out elsewhere serves here until
+ * this thread swaps too; the memory is freed once no thread holds a view.
+ */
+export function attachGeoDatabase(published: PublishedGeoDatabase): GeoDatabase {
+  // Structured cloning gives a fresh, unfrozen info in the receiving thread.
+  const info = Object.freeze(published.info);
+  return readerDatabase(Object.freeze({ path: published.path, buffer: published.buffer, info }), new Reader(Buffer.from(published.buffer)));
+}
+
+function readerDatabase(published: PublishedGeoDatabase, reader: Reader<Response>): GeoDatabase {
+  const map = published.info.schema.startsWith('geoip2') ? fromGeoip2 : fromFlat;
   return Object.freeze({
-    info,
+    info: published.info,
+    published,
     lookup(ip: string): GeoLocation | null {
       const record: unknown = reader.get(ip);
       return record === null ? null : map(record);

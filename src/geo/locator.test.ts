@@ -8,8 +8,10 @@ const here = (country: string): GeoLocation => Object.freeze({ lat: 1, lon: 2, c
 /** A database that answers from a table (an Error is thrown) and counts the lookups it was asked. */
 function stub(ipVersion: 4 | 6, answers: Record<string, GeoLocation | Error> = {}) {
   const asked: string[] = [];
+  const info = Object.freeze({ path: `stub-v${ipVersion}`, databaseType: 'stub', schema: 'geoip2-city', ipVersion, buildEpoch: new Date(0), description: '' });
   const database: GeoDatabase = {
-    info: Object.freeze({ path: `stub-v${ipVersion}`, databaseType: 'stub', schema: 'geoip2-city', ipVersion, buildEpoch: new Date(0), description: '' }),
+    info,
+    published: { path: info.path, buffer: new SharedArrayBuffer(0), info },
     lookup(ip) {
       asked.push(ip);
       const answer = answers[ip];

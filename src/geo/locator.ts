@@ -1,6 +1,6 @@
 // The geo phase: IP → GeoLocation through an LRU cache, the private ranges and an ordered list of databases,
-// with outcome counters for metrics, hot reload of the database files (watched, checked, swapped, cache cleared),
-// and a config reload's new list or cache size swapped in whole.
+// with outcome counters for metrics, hot reload of the database files (watched, checked, swapped, cache cleared,
+// published to other threads), and a config reload's new list or cache size swapped in whole.
 import { watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import { basename, dirname } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { openGeoDatabase } from './database.ts';
-import type { GeoDatabase, GeoDatabaseInfo, GeoLocation } from './database.ts';
+import type { GeoDatabase, GeoDatabaseInfo, GeoLocation, PublishedGeoDatabase } from './database.ts';
 import { isPrivateAddress } from './private.ts';
 
 const require = createRequire(import.meta.url);
@@ -35,6 +35,11 @@ export interface GeoLocatorOptions {
   /** How many addresses, located or not, the LRU cache remembers. */
   cacheSize: number;
   onReload?: (event: GeoReloadEvent) => void;
+  /**
+   * Called after a hot reload swapped a file in, with the descriptors now served in order of preference, for the
+   * control plane to post to the workers. A config reload's swap calls nothing: its caller reads `published`.
+   */
+  onPublish?: (published: readonly PublishedGeoDatabase[]) => void;
 }
 
 export class GeoLocator {
@@ -44,6 +49,7 @@ export class GeoLocator {
   // Unknown outcomes are cached as their counter name, so a repeated miss costs one cache read and no allocation.
   #cache: LRUCache<string, GeoLocation | Exclude<GeoOutcome, 'hit'>>;
   readonly #onReload: ((event: GeoReloadEvent) => void) | undefined;
+  readonly #onPublish: ((published: readonly PublishedGeoDatabase[]) => void) | undefined;
   #databases: readonly GeoDatabase[] = [];
   // Per IP version, the databases that can hold it: an IPv6 tree holds IPv4 too, an IPv4 tree only IPv4.
   #v4: readonly GeoDatabase[] = [];
@@ -56,6 +62,7 @@ export class GeoLocator {
   constructor(databases: readonly GeoDatabase[], options: GeoLocatorOptions) {
     this.#cache = new LRUCache({ max: options.cacheSize });
     this.#onReload = options.onReload;
+    this.#onPublish = options.onPublish;
     this.#swap(databases);
   }
 
@@ -67,6 +74,14 @@ export class GeoLocator {
   /** The current databases' metadata, in order of preference. */
   get databases(): readonly GeoDatabaseInfo[] {
     return this.#databases.map((database) => database.info);
+  }
+
+  /**
+   * The current databases as descriptors for other threads, in order of preference. A worker attaches readers to
+   * them; each keeps its buffer alive there until that worker swaps, whatever this thread has swapped since.
+   */
+  get published(): readonly PublishedGeoDatabase[] {
+    return this.#databases.map((database) => database.published);
   }
 
   /** The open databases, in order of preference, so a config reload can keep the ones its new list still names. */
@@ -154,6 +169,7 @@ export class GeoLocator {
         // A config reload changed the list while the file was read: the new list is what serves.
         if (this.#databases[index]?.info.path !== path) return undefined;
         this.#swap(this.#databases.with(index, database));
+        this.#onPublish?.(this.published);
         this.#onReload?.({ path, ok: true });
         return undefined;
       } catch (error) {
