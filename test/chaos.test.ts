@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { setTimeout as pace } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import { exchangeEnd } from '../src/proxy/events.ts';
-import type { Exchange } from '../src/proxy/exchange.ts';
+import type { ExchangeRecord } from '../src/proxy/record.ts';
 import { startWorld, type Backend, type World } from './support/zones.ts';
 
 const INTERVAL_MS = 200;
@@ -20,10 +20,9 @@ let w: World;
 /** Meridian's own view of every failed exchange, to say why if the client saw a failure. */
 const failures = new Map<string, number>();
 const onEnd = (message: unknown): void => {
-  const exchange = message as Exchange;
-  const status = exchange.res.statusCode;
+  const { status, errorCode } = message as ExchangeRecord;
   if (status < 500) return;
-  const key = `${status} ${exchange.error?.code ?? ''}`;
+  const key = `${status} ${errorCode ?? ''}`;
   failures.set(key, (failures.get(key) ?? 0) + 1);
 };
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import type { HealthChange } from '../src/health/state.ts';
 import { exchangeFailover } from '../src/proxy/events.ts';
-import type { Exchange } from '../src/proxy/exchange.ts';
+import type { FailoverRecord } from '../src/proxy/record.ts';
 import { json, readBody, send, until, type Overrides, type SendOptions } from './support/harness.ts';
 import { double, uint16, writeMmdb } from './support/mmdb-writer.ts';
 import { startWorld, type Layout, type World } from './support/zones.ts';
@@ -52,8 +52,8 @@ const worlds: World[] = [];
 const failovers: string[] = [];
 const nameOf = new Map<string, string>();
 const onFailover = (message: unknown): void => {
-  const exchange = message as Exchange;
-  failovers.push(`${nameOf.get(exchange.previousEndpoint!.origin)} → ${nameOf.get(exchange.endpoint!.origin)}`);
+  const { from, to } = message as FailoverRecord;
+  failovers.push(`${nameOf.get(from.origin)} → ${nameOf.get(to.origin)}`);
 };
 exchangeFailover.subscribe(onFailover);
 

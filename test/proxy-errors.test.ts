@@ -6,14 +6,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { deadPort, json, send, startProxy, startUpstream, until, type Handler, type Overrides, type Reply, type RunningProxy, type Upstream } from './support/harness.ts';
 import { MERIDIAN_VERSION } from '../src/version.ts';
 import { exchangeFailover } from '../src/proxy/events.ts';
-import type { Exchange } from '../src/proxy/exchange.ts';
+import type { FailoverRecord } from '../src/proxy/record.ts';
 
 const upstreams: Upstream[] = [];
 let proxy: RunningProxy | undefined;
 /** Each failover as the data plane announces it (after dispatching to the next candidate): the endpoint that failed, by origin. */
 const failovers: string[] = [];
 const onFailover = (message: unknown): void => {
-  failovers.push((message as Exchange).previousEndpoint!.origin);
+  failovers.push((message as FailoverRecord).from.origin);
 };
 exchangeFailover.subscribe(onFailover);
 

@@ -9,7 +9,7 @@ import diagnostics from 'node:diagnostics_channel';
 import type { IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
 import { tunnelClose, tunnelOpen } from '../src/proxy/events.ts';
-import type { Tunnel } from '../src/proxy/websocket.ts';
+import type { TunnelRecord } from '../src/proxy/record.ts';
 import { BOOT_PROBE_ONLY, deadPort, parseRawResponse, rawExchange, startProxy, until, type Overrides, type RunningProxy } from './support/harness.ts';
 import { startRecordingUpstream, startSilentServer, startWebSocketUpstream, type SilentServer, type WebSocketUpstream, type WebSocketUpstreamOptions } from './support/websocket-upstream.ts';
 import { startWorld, type World } from './support/zones.ts';
@@ -256,10 +256,10 @@ describe('events', () => {
   test('tunnelOpen and tunnelClose are published once per tunnel, naming the endpoint it stayed on', async () => {
     const up = await upstream();
     const seen: string[] = [];
-    const onOpen = (message: unknown): void => void seen.push(`open ${(message as Tunnel).requestId}`);
+    const onOpen = (message: unknown): void => void seen.push(`open ${(message as TunnelRecord).requestId}`);
     const onClose = (message: unknown): void => {
-      const tunnel = message as Tunnel;
-      seen.push(`close ${tunnel.requestId} ${tunnel.endpoint?.origin}`);
+      const record = message as TunnelRecord;
+      seen.push(`close ${record.requestId} ${record.endpoint?.origin}`);
     };
     diagnostics.subscribe(tunnelOpen.name, onOpen);
     diagnostics.subscribe(tunnelClose.name, onClose);

@@ -3,9 +3,8 @@
 import diagnostics from 'node:diagnostics_channel';
 import pino, { type Logger } from 'pino';
 import type { MeridianRuntime } from '../main.ts';
-import type { Exchange } from '../proxy/exchange.ts';
 import { exchangeEnd } from '../proxy/events.ts';
-import { errorBody } from '../proxy/errors.ts';
+import type { ExchangeRecord } from '../proxy/record.ts';
 
 /** A stuck stdout drops lines past this much buffered output instead of growing without bound. */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
@@ -28,7 +27,7 @@ export interface AccessLogLine {
   readonly requestId: string;
   readonly clientIp: string;
   readonly country: string | null;
-  readonly method: string | undefined;
+  readonly method: string;
   readonly host: string | undefined;
   readonly path: string;
   readonly status: number | null;
@@ -84,13 +83,12 @@ class AccessLogger implements AccessLog {
   }
 
   readonly #onExchangeEnd = (message: unknown): void => {
-    const exchange = message as Exchange;
-    // Each exchange keeps the config it started with, so a reload applies to the requests after it.
-    const { mode, sampleRate, includeQuery } = exchange.plane.config.accessLog;
-    const res = exchange.res;
-    const failed = !res.writableFinished || res.statusCode >= 500;
+    const record = message as ExchangeRecord;
+    // The mode is the config's as the exchange ends; the path was cut by the config it started with (includeQuery).
+    const { mode, sampleRate } = this.#runtime.plane().config.accessLog;
+    const failed = !record.completed || record.status >= 500;
     if (mode === 'off' || (mode === 'sampled' && !failed && Math.random() >= sampleRate)) return;
-    this.#logger!.info(accessLogLine(exchange, includeQuery));
+    this.#logger!.info(accessLogLine(record));
   };
 }
 
@@ -129,32 +127,23 @@ class TurnBatch implements LogDestination {
   };
 }
 
-export function accessLogLine(exchange: Exchange, includeQuery: boolean): AccessLogLine {
-  const { req, res, endpoint, error } = exchange;
-  const url = req.url ?? '/';
-  const query = includeQuery ? -1 : url.indexOf('?');
+export function accessLogLine(record: ExchangeRecord): AccessLogLine {
+  const { endpoint, errorCode } = record;
   const line: AccessLogLine = {
-    requestId: exchange.requestId,
-    clientIp: exchange.clientIp,
-    country: exchange.location?.country ?? null,
-    method: req.method,
-    host: exchange.host,
-    path: query === -1 ? url : url.slice(0, query),
-    status: res.headersSent ? res.statusCode : null,
-    bytes: bodyBytes(exchange),
-    durationMs: Math.round((performance.now() - exchange.startedAt) * 1000) / 1000,
-    region: endpoint?.region ?? null,
-    zone: endpoint?.zone ?? null,
-    endpoint: endpoint?.origin ?? null,
-    attempts: exchange.attempts,
-    reason: exchange.decision.reason,
+    requestId: record.requestId,
+    clientIp: record.clientIp,
+    country: record.country,
+    method: record.method,
+    host: record.host,
+    path: record.path,
+    status: record.status === 0 ? null : record.status,
+    bytes: record.bytesOut,
+    durationMs: Math.round(record.durationMs * 1000) / 1000,
+    region: endpoint === null ? null : endpoint.region,
+    zone: endpoint === null ? null : endpoint.zone,
+    endpoint: endpoint === null ? null : endpoint.origin,
+    attempts: record.attempts,
+    reason: record.routeReason,
   };
-  return error === null ? line : { ...line, error: error.code };
-}
-
-/** Body bytes sent downstream: relayed from the upstream, or Meridian's own JSON error (rendered again: errors are rare). */
-function bodyBytes(exchange: Exchange): number {
-  const { error } = exchange;
-  if (exchange.responseStarted || error === null || !exchange.res.headersSent || exchange.req.method === 'HEAD') return exchange.bytesOut;
-  return Buffer.byteLength(errorBody(error));
+  return errorCode === null ? line : { ...line, error: errorCode };
 }

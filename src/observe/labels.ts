@@ -1,40 +1,14 @@
 // Bounded labels for observers: how a finished exchange is classed (method, status class) and dense indexes over
 // a topology, so counting a request is array arithmetic with no string hashing.
 import type { Endpoint, Topology } from '../config/types.ts';
-import type { Exchange } from '../proxy/exchange.ts';
+import { METHOD_CLASSES, type ExchangeRecord } from '../proxy/record.ts';
 import type { CheckResult } from '../health/checker.ts';
 
 /** The label value for "no endpoint was chosen" (a request refused before routing, or with no candidate). */
 export const NONE = 'none';
 
-/** The standard methods; anything else is `OTHER`, so a client cannot mint label values. */
-export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE', 'OTHER'] as const;
-
-export function methodIndex(method: string | undefined): number {
-  // Node hands over its own interned method strings, so these compare by pointer.
-  switch (method) {
-    case 'GET':
-      return 0;
-    case 'HEAD':
-      return 1;
-    case 'POST':
-      return 2;
-    case 'PUT':
-      return 3;
-    case 'PATCH':
-      return 4;
-    case 'DELETE':
-      return 5;
-    case 'OPTIONS':
-      return 6;
-    case 'CONNECT':
-      return 7;
-    case 'TRACE':
-      return 8;
-    default:
-      return 9;
-  }
-}
+/** The standard methods, then `OTHER`; a record's `methodClass` indexes this. */
+export const METHODS = METHOD_CLASSES;
 
 /**
  * Status classes of what the client received, Meridian's own JSON errors included, then `error`: the client got
@@ -44,10 +18,9 @@ export const CODES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'error'] as const;
 export const CODE_5XX = 4;
 export const CODE_ERROR = 5;
 
-export function codeIndex(exchange: Exchange): number {
-  const res = exchange.res;
-  if (!res.writableFinished) return CODE_ERROR;
-  const statusClass = (res.statusCode / 100) | 0;
+export function codeIndex(record: ExchangeRecord): number {
+  if (!record.completed) return CODE_ERROR;
+  const statusClass = (record.status / 100) | 0;
   return statusClass >= 1 && statusClass <= 5 ? statusClass - 1 : CODE_ERROR;
 }
 

@@ -1,18 +1,17 @@
-// Prometheus metrics (names listed in the README: Admin API and observability), the only prom-client importer. Data-plane events bump typed arrays indexed by
+// Prometheus metrics (names listed in the README: Admin API and observability), the only prom-client importer. Data-plane records bump typed arrays indexed by
 // endpoint (tallies.ts); a scrape drains them into prom-client, so a request costs no label hashing or allocation.
 import diagnostics from 'node:diagnostics_channel';
 import { basename } from 'node:path';
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type RegistryContentType } from 'prom-client';
 import type { Endpoint, Topology } from '../config/types.ts';
 import type { MeridianRuntime } from '../main.ts';
-import type { Exchange } from '../proxy/exchange.ts';
-import type { Tunnel } from '../proxy/websocket.ts';
+import type { ExchangeRecord, FailoverRecord, TunnelRecord } from '../proxy/record.ts';
 import type { CheckEvent } from '../health/checker.ts';
 import type { HealthChange } from '../health/state.ts';
 import type { GeoOutcome } from '../geo/locator.ts';
 import { exchangeEnd, exchangeFailover, tunnelClose } from '../proxy/events.ts';
 import { healthChange, healthCheck } from '../health/events.ts';
-import { CHECK_RESULTS, CODES, METHODS, codeIndex, endpointLabels, indexTopology, methodIndex } from './labels.ts';
+import { CHECK_RESULTS, CODES, METHODS, codeIndex, endpointLabels, indexTopology } from './labels.ts';
 import { RETRY_REASONS, Tallies, requestCell, retryIndex } from './tallies.ts';
 import { ZoneHistogram } from './zone-histogram.ts';
 
@@ -300,31 +299,27 @@ class PrometheusExporter implements MetricsExporter {
   }
 
   readonly #onExchangeEnd = (message: unknown): void => {
-    const exchange = message as Exchange;
-    const tallies = this.#talliesOf(exchange.plane.config.topology);
-    const slot = tallies.index.zoneSlot(exchange.endpoint);
-    tallies.requests[requestCell(slot, methodIndex(exchange.req.method), codeIndex(exchange))]++;
-    tallies.duration.observe(slot, (performance.now() - exchange.startedAt) / 1000);
-    if (exchange.responseStartedAt > 0) tallies.upstream.observe(slot, (exchange.responseStartedAt - exchange.attemptStartedAt) / 1000);
-    const nearest = exchange.decision.misrouteNearest;
+    const record = message as ExchangeRecord;
+    const tallies = this.#talliesOf(record.topology);
+    const slot = tallies.index.zoneSlot(record.endpoint);
+    tallies.requests[requestCell(slot, record.methodClass, codeIndex(record))]++;
+    tallies.duration.observe(slot, record.durationMs / 1000);
+    if (record.upstreamHeadersMs >= 0) tallies.upstream.observe(slot, record.upstreamHeadersMs / 1000);
+    const nearest = record.misrouteNearest;
     if (nearest !== null) countMisroute(tallies, nearest);
   };
 
   readonly #onFailover = (message: unknown): void => {
-    const exchange = message as Exchange;
-    this.#retryTally[retryIndex(exchange.retryReason)]++;
-    const from = exchange.previousEndpoint;
-    const to = exchange.endpoint;
-    if (from === null || to === null) return;
-    const tallies = this.#talliesOf(exchange.plane.config.topology);
+    const { topology, from, to, reason } = message as FailoverRecord;
+    this.#retryTally[retryIndex(reason)]++;
+    const tallies = this.#talliesOf(topology);
     const { regionOf, regions } = tallies.index;
     tallies.failovers[regionOf[from.index] * regions.length + regionOf[to.index]]++;
   };
 
   readonly #onTunnelClose = (message: unknown): void => {
-    const tunnel = message as Tunnel;
-    const nearest = tunnel.decision?.misrouteNearest;
-    if (nearest) countMisroute(this.#talliesOf(tunnel.plane.config.topology), nearest);
+    const { topology, misrouteNearest } = message as TunnelRecord;
+    if (misrouteNearest) countMisroute(this.#talliesOf(topology), misrouteNearest);
   };
 
   readonly #onCheck = (message: unknown): void => {

@@ -1,10 +1,10 @@
 // Recent traffic for the dashboard and /status: per-zone counts, rate and latency over the last seconds, traffic by
-// client country, the last failovers and misroutes. Fed by data-plane events into per-second rings; a snapshot is
+// client country, the last failovers and misroutes. Fed by data-plane records into per-second rings; a snapshot is
 // computed when asked for.
 import diagnostics from 'node:diagnostics_channel';
 import type { Topology } from '../config/types.ts';
 import type { MeridianRuntime } from '../main.ts';
-import type { Exchange, RetryReason } from '../proxy/exchange.ts';
+import type { ExchangeRecord, FailoverRecord, RetryReason } from '../proxy/record.ts';
 import { exchangeEnd, exchangeFailover } from '../proxy/events.ts';
 import { CODE_5XX, codeIndex, indexTopology, NONE } from './labels.ts';
 import { CountryTally, countryIndex, type CountryTraffic } from './country-traffic.ts';
@@ -35,7 +35,8 @@ export interface ZoneTraffic {
   readonly p99Ms: number | null;
 }
 
-export interface FailoverRecord {
+/** A failover as the dashboard lists it. */
+export interface RecentFailover {
   /** Epoch ms. */
   readonly at: number;
   readonly from: { readonly region: string; readonly zone: string; readonly endpoint: string };
@@ -50,7 +51,7 @@ export interface TrafficSummary {
   /** Every client country located since start, busiest over the window first. */
   readonly countries: readonly CountryTraffic[];
   /** The last failovers, newest first. */
-  readonly failovers: readonly FailoverRecord[];
+  readonly failovers: readonly RecentFailover[];
   /** Since start: requests that another region was nearer for, by that region. */
   readonly misroutes: Readonly<Record<string, number>>;
 }
@@ -151,7 +152,7 @@ class Summarizer implements TrafficSummarizer {
   #topology: Topology | null = null;
   #stats: TopologyStats = { zones: [], columns: new Int32Array(0) };
   readonly #countries = new CountryTally(SUMMARY_WINDOW_SECONDS);
-  readonly #failovers: FailoverRecord[] = [];
+  readonly #failovers: RecentFailover[] = [];
   readonly #misroutes = new Map<string, number>();
 
   constructor(runtime: Pick<MeridianRuntime, 'plane'>) {
@@ -211,31 +212,27 @@ class Summarizer implements TrafficSummarizer {
   }
 
   readonly #onExchangeEnd = (message: unknown): void => {
-    const exchange = message as Exchange;
-    const now = performance.now();
-    const { zones, columns } = this.#statsOf(exchange.plane.config.topology);
-    const endpoint = exchange.endpoint;
-    const second = Math.floor(now / 1000);
+    const record = message as ExchangeRecord;
+    const { zones, columns } = this.#statsOf(record.topology);
+    const endpoint = record.endpoint;
+    const second = Math.floor(performance.now() / 1000);
     const zone = endpoint === null ? zones[zones.length - 1] : zones[endpoint.index];
-    zone.record(second, now - exchange.startedAt, codeIndex(exchange) >= CODE_5XX);
-    const country = countryIndex(exchange.location === null ? null : exchange.location.country);
+    zone.record(second, record.durationMs, codeIndex(record) >= CODE_5XX);
+    const country = countryIndex(record.country);
     // Column 0 is `none`: the request was located but no endpoint served it.
     if (country >= 0) this.#countries.record(second, country, endpoint === null ? 0 : columns[endpoint.index]);
-    const nearest = exchange.decision.misrouteNearest;
+    const nearest = record.misrouteNearest;
     if (nearest !== null) this.#misroutes.set(nearest, (this.#misroutes.get(nearest) ?? 0) + 1);
   };
 
   readonly #onFailover = (message: unknown): void => {
-    const exchange = message as Exchange;
-    const from = exchange.previousEndpoint;
-    const to = exchange.endpoint;
-    if (from === null || to === null || exchange.retryReason === null) return;
+    const { from, to, reason } = message as FailoverRecord;
     if (this.#failovers.length === SUMMARY_FAILOVERS_KEPT) this.#failovers.shift();
     this.#failovers.push({
       at: Date.now(),
       from: { region: from.region, zone: from.zone, endpoint: from.origin },
       to: { region: to.region, zone: to.zone, endpoint: to.origin },
-      reason: exchange.retryReason,
+      reason,
     });
   };
 }

@@ -1,6 +1,6 @@
 // Per-topology traffic tallies in typed arrays: the data-plane events bump them, the exporter drains them at scrape.
 import { CODES, METHODS, type TopologyIndex } from './labels.ts';
-import type { RetryReason } from '../proxy/exchange.ts';
+import type { RetryReason } from '../proxy/record.ts';
 
 /**
  * Latency bucket bounds in seconds, shared by both histograms. An edge proxy sees four populations: loopback and

@@ -11,6 +11,7 @@ import { downstreamResponseHeaders, type ForwardingFacts } from './headers.ts';
 import { fenceExhausted, KINDS, ProxyError, sendError, translateUpstreamError, type ProxyErrorKind } from './errors.ts';
 import { pickInZone } from '../routing/p2c.ts';
 import { exchangeEnd, exchangeFailover } from './events.ts';
+import { recordExchange, recordFailover, type RetryReason } from './record.ts';
 
 /** The downstream response carries its exchange, so shared listeners need no per-request closure. */
 export class MeridianResponse extends ServerResponse<IncomingMessage> {
@@ -26,9 +27,6 @@ export type ExchangeSocket = Socket & { [CURRENT_EXCHANGE]?: Exchange | null };
 const NO_DECISION: RouteDecision = Object.freeze({ candidates: [], tiers: [], panic: false, regions: [], home: null, reason: 'not routed', fence: null, misrouteNearest: null });
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
-/** Retry-reason labels, by the failure that caused the retry. */
-export type RetryReason = 'connect_failure' | 'reset' | 'upstream_5xx';
 
 /**
  * Fields are filled in phase order by the server (client-ip, geo, route, headers) before the first dispatch.
@@ -61,7 +59,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   triedInTier = 0;
   attempts = 0;
   endpoint: Endpoint | null = null;
-  /** The endpoint of the failed attempt when a retry is under way (failover metrics read it). */
+  /** The endpoint that failed before the current one was tried (the records name it). */
   previousEndpoint: Endpoint | null = null;
   retryReason: RetryReason | null = null;
   /** Set between dispatch and upstream response headers: the downstream idle timer must not fire then. */
@@ -71,6 +69,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   /** performance.now() when the upstream response headers arrived (0 when they never did). */
   responseStartedAt = 0;
   status = 0;
+  /** Request body bytes the current attempt has passed upstream (undici reports each chunk it sends). */
+  bytesIn = 0;
   bytesOut = 0;
   error: ProxyError | null = null;
   #controller: Controller | null = null;
@@ -134,6 +134,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
         continue;
       }
       this.attempts++;
+      this.bytesIn = 0;
       this.endpoint = endpoint;
       this.awaitingResponse = true;
       this.attemptStartedAt = performance.now();
@@ -150,6 +151,10 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     this.#controller = controller;
     // Queued in the pool while the exchange already ended on the client's side (a stalled body): never send it.
     if (this.error !== null && this.error.kind.source === 'downstream') controller.abort(this.error);
+  }
+
+  onBodySent(chunk: Buffer): void {
+    this.bytesIn += chunk.length;
   }
 
   onResponseStart(controller: Controller, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
@@ -306,12 +311,13 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
 
 function failOver(exchange: Exchange): void {
   if (exchange.res.destroyed) return;
-  exchange.previousEndpoint = exchange.endpoint;
+  const failed = exchange.endpoint!;
   if (!exchange.dispatchNext()) {
     exchange.fail(exchange.error !== null && exchange.error.kind !== KINDS.upstreamStatus ? exchange.error : new ProxyError(KINDS.noCandidate));
     return;
   }
-  if (exchangeFailover.hasSubscribers) exchangeFailover.publish(exchange);
+  exchange.previousEndpoint = failed;
+  if (exchangeFailover.hasSubscribers) exchangeFailover.publish(recordFailover(exchange, failed, exchange.endpoint!, exchange.retryReason!));
 }
 
 function onDownstreamDrain(this: MeridianResponse): void {
@@ -326,7 +332,7 @@ function onDownstreamClose(this: MeridianResponse): void {
     exchange.abortUpstream(exchange.error);
   }
   exchange.ended();
-  if (exchangeEnd.hasSubscribers) exchangeEnd.publish(exchange);
+  if (exchangeEnd.hasSubscribers) exchangeEnd.publish(recordExchange(exchange));
   this.exchange = null;
   if (exchange.socket[CURRENT_EXCHANGE] === exchange) exchange.socket[CURRENT_EXCHANGE] = null;
 }

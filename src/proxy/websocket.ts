@@ -9,6 +9,7 @@ import type { RouteDecision, RouteFacts } from '../routing/types.ts';
 import { upstreamRequestHeaders, type ForwardingFacts } from './headers.ts';
 import { errorBody, fenceExhausted, KINDS, ProxyError, translateUpstreamError } from './errors.ts';
 import { tunnelClose, tunnelOpen } from './events.ts';
+import { recordTunnel, type TunnelCloseReason } from './record.ts';
 import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
 import { settleTarget } from './request-target.ts';
 import type { DataPlane, TunnelHandle } from './plane.ts';
@@ -39,6 +40,8 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
   readonly requestId: string;
   readonly host: string | undefined;
   readonly pinnedRegion = undefined;
+  /** performance.now() when the upgrade request arrived. */
+  readonly startedAt: number;
   clientIp: string;
   /** Set by the client-ip phase when the socket peer is a trusted proxy. */
   trustedPeer = false;
@@ -63,8 +66,10 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
   relayLeft = 0;
   /** Server-to-client frame headers, so that shutdown closes between two messages. */
   readonly frames = new FrameTracker();
-  /** Set at shutdown: upstream bytes now pass only up to the next message boundary, then the close frame. */
+  /** Set at shutdown. Once open, upstream bytes then pass only up to the next message boundary, then the close frame. */
   goingAway = false;
+  /** Set when a side sat idle too long and Meridian cut both. */
+  idledOut = false;
   /** The close frame has gone to the client (ours, or the upstream's own); nothing may follow it. */
   closeSent = false;
   goAwayTimer: NodeJS.Timeout | undefined = undefined;
@@ -77,6 +82,7 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
     this.req = req;
     this.downstream = downstream;
     this.head = head;
+    this.startedAt = performance.now();
     this.peerIp = peerAddress(downstream);
     this.clientIp = this.peerIp;
     this.requestId = requestIdOf(req);
@@ -90,7 +96,7 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
     // socket's high-water mark, after which TCP pushes back).
     downstream.pause();
     plane.traffic.tunnelOpened(this);
-    if (tunnelOpen.hasSubscribers) tunnelOpen.publish(this);
+    if (tunnelOpen.hasSubscribers) tunnelOpen.publish(recordTunnel(this, null));
   }
 
   get appendForwardedFor(): boolean {
@@ -145,10 +151,10 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
 
   goAway(graceMs: number): void {
     if (this.goingAway || this.downstream.destroyed) return;
+    this.goingAway = true;
     if (this.phase === 'connect' || this.phase === 'answer') return this.destroy();
     // A relayed refusal finishes on its own; the end of the drain window cuts it if it has not.
     if (this.phase !== 'open') return;
-    this.goingAway = true;
     this.goAwayTimer = setTimeout(cut, graceMs, this);
     const upstream = this.upstream!;
     upstream.unpipe(this.downstream);
@@ -266,6 +272,7 @@ function onTimeout(this: TunnelSocket): void {
     return;
   }
   if (this === tunnel.upstream && tunnel.phase === 'answer') return failAnswer(tunnel, new ProxyError(KINDS.responseTimeout));
+  tunnel.idledOut = true;
   tunnel.destroy();
 }
 
@@ -279,9 +286,19 @@ function onDownstreamClose(this: TunnelSocket, hadError: boolean): void {
   const tunnel = this[TUNNEL]!;
   tunnel.plane.traffic.tunnelClosed(tunnel);
   clearTimeout(tunnel.goAwayTimer);
-  if (tunnelClose.hasSubscribers) tunnelClose.publish(tunnel);
+  if (tunnelClose.hasSubscribers) tunnelClose.publish(recordTunnel(tunnel, closeReasonOf(tunnel)));
   // Anything short of an open tunnel is abandoned outright.
   if (tunnel.upstream !== null) passClose(tunnel.upstream, hadError || tunnel.phase !== 'open');
+}
+
+/** Read as the client's connection closes. */
+function closeReasonOf(tunnel: Tunnel): TunnelCloseReason {
+  const phase = tunnel.phase;
+  if (phase === 'relay' || phase === 'done') return 'refused';
+  if (tunnel.goingAway) return 'shutdown';
+  if (tunnel.idledOut) return 'idle';
+  if (phase !== 'open') return 'abandoned';
+  return tunnel.error === null ? 'closed' : 'error';
 }
 
 function onUpstreamClose(this: TunnelSocket, hadError: boolean): void {
