@@ -2,7 +2,7 @@
 // keeps most of the fleet in service however badly it behaves.
 import { describe, expect, it } from 'vitest';
 import { HealthState } from './state.ts';
-import { OutlierDetector, type OutlierPolicy } from './outlier.ts';
+import { ConsecutiveFailures, OutlierDetector, type OutlierPolicy } from './outlier.ts';
 
 const SECOND = 1_000;
 const POLICY: OutlierPolicy = { consecutiveFailures: 5, baseEjection: 30 * SECOND, maxEjection: 100 * SECOND, maxEjectedPercent: 50 };
@@ -108,5 +108,54 @@ describe('max ejected percent', () => {
     const { state, outlier } = detector(5, { maxEjectedPercent: 50 });
     for (let i = 0; i < 5; i++) fail(outlier, i, 5);
     expect(state.ejectedCount()).toBe(2);
+  });
+});
+
+describe('counting apart from deciding', () => {
+  it('reports a run once, when it reaches the threshold, and again only after it starts over', () => {
+    const reports: number[] = [];
+    const failures = new ConsecutiveFailures(2, 3, (index) => reports.push(index));
+    for (let i = 0; i < 10; i++) failures.failure(1, 0);
+    expect(reports).toEqual([1]);
+    failures.success(1);
+    for (let i = 0; i < 3; i++) failures.failure(1, 0);
+    expect(reports).toEqual([1, 1]);
+  });
+
+  it('ejects from counters a data-plane thread keeps, reported as a worker would', () => {
+    const state = new HealthState(4, { rise: 2, fall: 3 });
+    const buffer = ConsecutiveFailures.allocate(4);
+    const outlier = new OutlierDetector(state, buffer, POLICY);
+    // The worker's sink over the same memory; its report stands for the message to the control plane.
+    const worker = new ConsecutiveFailures(buffer, POLICY.consecutiveFailures, (index, now) => outlier.thresholdReached(index, now));
+    for (let i = 0; i < 4; i++) worker.failure(2, 7);
+    expect(state.isEjected(2)).toBe(false);
+    worker.failure(2, 7);
+    expect(state.ejectedUntil[2]).toBe(7 + 30 * SECOND);
+    // The decider starts the count afresh, as the in-thread detector always did.
+    expect(new Int32Array(buffer)[2]).toBe(0);
+  });
+
+  it('lets a run refused while ejected eject again with the first failure after it returns', () => {
+    const { state, outlier } = detector(4);
+    fail(outlier, 0, 5, 0);
+    // Requests sent before the ejection keep failing: a second run, refused because it is already out.
+    fail(outlier, 0, 7, SECOND);
+    state.probe(0, true, null, 30 * SECOND, 'status 200');
+    expect(state.isEjected(0)).toBe(false);
+    outlier.failure(0, 30 * SECOND);
+    expect(state.ejectedUntil[0]).toBe(30 * SECOND + 60 * SECOND);
+  });
+
+  it('does not bring back a refused run that ended in a success meanwhile', () => {
+    const { state, outlier } = detector(10, { maxEjectedPercent: 10 });
+    fail(outlier, 0, 5);
+    fail(outlier, 1, 5);
+    outlier.success(1);
+    state.probe(0, true, null, 30 * SECOND, 'status 200');
+    fail(outlier, 1, 4, 30 * SECOND);
+    expect(state.isEjected(1)).toBe(false);
+    outlier.failure(1, 30 * SECOND);
+    expect(state.isEjected(1)).toBe(true);
   });
 });

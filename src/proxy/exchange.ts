@@ -129,7 +129,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       }
       this.triedInTier |= 1 << position;
       const endpoint = tier[position];
-      if (load.inflight[endpoint.index] >= circuitBreaker.maxRequests) {
+      // Check and take the slot in one step: another thread may be dispatching to the same endpoint.
+      if (!load.tryAcquire(endpoint.index, circuitBreaker.maxRequests)) {
         this.#circuitSkips++;
         continue;
       }
@@ -139,7 +140,6 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       this.awaitingResponse = true;
       this.attemptStartedAt = performance.now();
       this.#controller = null;
-      load.inflight[endpoint.index]++;
       const req = this.req;
       plane.pools.get(endpoint).dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: this.upstreamHeaders, body: this.body }, this);
       return true;
@@ -198,13 +198,13 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   }
 
   onResponseEnd(): void {
-    this.plane.load.inflight[this.endpoint!.index]--;
+    this.plane.load.release(this.endpoint!.index);
     this.res.end();
   }
 
   onResponseError(_controller: Controller, err: Error): void {
     const endpoint = this.endpoint!;
-    this.plane.load.inflight[endpoint.index]--;
+    this.plane.load.release(endpoint.index);
     this.awaitingResponse = false;
     const error = translateUpstreamError(err);
     this.error = error;

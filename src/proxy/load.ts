@@ -1,20 +1,64 @@
-// Live per-endpoint load (in-flight requests, response latency EWMA) that endpoint choice reads.
+// Live per-endpoint load (in-flight requests, response latency EWMA) in shared memory: every data-plane thread counts
+// into the same table, so a circuit-breaker limit holds for the whole process and endpoint choice sees all traffic.
 import type { EndpointLoad } from '../routing/p2c.ts';
 
 /** Weight of the newest latency sample: reacts within a handful of requests to a slow endpoint. */
 const LATENCY_ALPHA = 0.2;
+/** Latencies are kept in whole microseconds: 1 µs is the least measured value (0 means "none yet"), ~35 min the most. */
+const MAX_LATENCY_US = 0x7fffffff;
+
+/** The table's memory, plain and structured-clone-able: what a worker receives to build its own view. */
+export interface EndpointLoadBuffers {
+  readonly inflight: SharedArrayBuffer;
+  readonly latencyUs: SharedArrayBuffer;
+}
 
 export class EndpointLoadTable implements EndpointLoad {
-  readonly inflight: Int32Array;
-  readonly latencyMs: Float64Array;
+  /** Requests dispatched and not yet finished, by endpoint index; changed only through `tryAcquire` and `release`. */
+  readonly inflight: Int32Array<SharedArrayBuffer>;
+  readonly latencyUs: Int32Array<SharedArrayBuffer>;
 
-  constructor(endpointCount: number) {
-    this.inflight = new Int32Array(endpointCount);
-    this.latencyMs = new Float64Array(endpointCount);
+  /** A new table for `endpointCount` endpoints, or a view over one another thread allocated. */
+  constructor(source: number | EndpointLoadBuffers) {
+    const buffers = typeof source === 'number' ? EndpointLoadTable.allocate(source) : source;
+    this.inflight = new Int32Array(buffers.inflight);
+    this.latencyUs = new Int32Array(buffers.latencyUs);
+    if (this.inflight.length !== this.latencyUs.length) throw new RangeError('endpoint load buffers differ in length');
   }
 
+  static allocate(endpointCount: number): EndpointLoadBuffers {
+    const bytes = endpointCount * Int32Array.BYTES_PER_ELEMENT;
+    return { inflight: new SharedArrayBuffer(bytes), latencyUs: new SharedArrayBuffer(bytes) };
+  }
+
+  /**
+   * Take a slot on `index` unless `limit` requests are already in flight there, counting every thread. Check and
+   * increment are one compare-and-swap: a separate read and add would let two threads both pass at `limit - 1`.
+   * The first read may be plain (an Int32 element never tears, and Atomics calls are not free): if another thread
+   * changed the count since, the swap fails and returns the value to try again with.
+   */
+  tryAcquire(index: number, limit: number): boolean {
+    const inflight = this.inflight;
+    let current = inflight[index];
+    while (current < limit) {
+      const seen = Atomics.compareExchange(inflight, index, current, current + 1);
+      if (seen === current) return true;
+      current = seen;
+    }
+    return false;
+  }
+
+  release(index: number): void {
+    Atomics.sub(this.inflight, index, 1);
+  }
+
+  /**
+   * Read, smooth and write back without a lock: when two threads race, one sample is lost, which an average of the
+   * last few dozen samples does not notice. Int32 elements never tear, so a reader sees one thread's value or the other's.
+   */
   observeLatency(index: number, ms: number): void {
-    const previous = this.latencyMs[index];
-    this.latencyMs[index] = previous === 0 ? ms : previous + LATENCY_ALPHA * (ms - previous);
+    const sample = Math.min(MAX_LATENCY_US, Math.max(1, Math.round(ms * 1000)));
+    const previous = this.latencyUs[index];
+    this.latencyUs[index] = previous === 0 ? sample : Math.round(previous + LATENCY_ALPHA * (sample - previous));
   }
 }

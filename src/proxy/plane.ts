@@ -41,41 +41,79 @@ export function createDataPlane(config: MeridianConfig, router: Router, parts: D
   return Object.freeze({ ...parts, pools, config, router, routingHeaders: Object.freeze(routingHeaders) });
 }
 
-/** Counters and open tunnels that outlive any one config snapshot; shutdown waits on them. */
+/** Slots of the process-wide traffic counters. */
+const INFLIGHT = 0;
+const RETRYING = 1;
+const TRAFFIC_SLOTS = 2;
+
+/**
+ * Counters and open tunnels that outlive any one config snapshot; shutdown waits on them. Exchanges in flight and
+ * retrying are counted for the whole process in shared memory, because the retry budget is a share of all traffic;
+ * the rest (connections, tunnels, draining, who waits for idle) belongs to the thread that serves them.
+ */
 export class Traffic {
-  inflight = 0;
-  /** Exchanges that have retried at least once and are still open: the retry budget counts these. */
-  retrying = 0;
   /** Open downstream HTTP connections (WebSockets are in `tunnels`). */
   connections = 0;
   draining = false;
   /** Open WebSocket tunnels, from the upgrade request until the client's socket closes. */
   readonly tunnels = new Set<TunnelHandle>();
+  readonly #counters: Int32Array<SharedArrayBuffer>;
+  /** This thread's exchanges in flight: its own shutdown waits for these, not for other threads'. */
+  #local = 0;
   #idleWaiters: (() => void)[] = [];
   #tunnelWaiters: (() => void)[] = [];
 
+  /** New process-wide counters, or a view over the ones another thread allocated. */
+  constructor(counters: SharedArrayBuffer = Traffic.allocate()) {
+    this.#counters = new Int32Array(counters);
+    if (this.#counters.length !== TRAFFIC_SLOTS) throw new RangeError('traffic counters have the wrong size');
+  }
+
+  static allocate(): SharedArrayBuffer {
+    return new SharedArrayBuffer(TRAFFIC_SLOTS * Int32Array.BYTES_PER_ELEMENT);
+  }
+
+  /** HTTP exchanges in flight in the whole process. */
+  get inflight(): number {
+    return Atomics.load(this.#counters, INFLIGHT);
+  }
+
+  /** Exchanges in the whole process that have retried at least once and are still open: the retry budget counts these. */
+  get retrying(): number {
+    return Atomics.load(this.#counters, RETRYING);
+  }
+
   exchangeStarted(): void {
-    this.inflight++;
+    this.#local++;
+    Atomics.add(this.#counters, INFLIGHT, 1);
   }
 
   exchangeEnded(): void {
-    this.inflight--;
-    if (this.inflight === 0 && this.#idleWaiters.length > 0) {
+    Atomics.sub(this.#counters, INFLIGHT, 1);
+    if (--this.#local === 0 && this.#idleWaiters.length > 0) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const resolve of waiters) resolve();
     }
   }
 
-  /** A retry is admitted while retrying exchanges stay under `percent` of those in flight, or under `minimum`. */
+  /**
+   * A retry is admitted while retrying exchanges stay under `percent` of those in flight, or under `minimum`. The
+   * check and the increment are one compare-and-swap, so threads admitting at once never overshoot the budget.
+   */
   admitRetry(percent: number, minimum: number): boolean {
-    if (this.retrying >= Math.max(minimum, (this.inflight * percent) / 100)) return false;
-    this.retrying++;
-    return true;
+    const counters = this.#counters;
+    let retrying = Atomics.load(counters, RETRYING);
+    while (retrying < Math.max(minimum, (Atomics.load(counters, INFLIGHT) * percent) / 100)) {
+      const seen = Atomics.compareExchange(counters, RETRYING, retrying, retrying + 1);
+      if (seen === retrying) return true;
+      retrying = seen;
+    }
+    return false;
   }
 
   retryEnded(): void {
-    this.retrying--;
+    Atomics.sub(this.#counters, RETRYING, 1);
   }
 
   tunnelOpened(tunnel: TunnelHandle): void {
@@ -96,9 +134,9 @@ export class Traffic {
     return waitFor(this.tunnels.size === 0, this.#tunnelWaiters, timeoutMs);
   }
 
-  /** Resolves when no HTTP exchange is in flight, or after `timeoutMs`; true when it went idle. */
+  /** Resolves when no HTTP exchange of this thread is in flight, or after `timeoutMs`; true when it went idle. */
   whenIdle(timeoutMs: number): Promise<boolean> {
-    return waitFor(this.inflight === 0, this.#idleWaiters, timeoutMs);
+    return waitFor(this.#local === 0, this.#idleWaiters, timeoutMs);
   }
 }
 

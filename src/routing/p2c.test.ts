@@ -11,13 +11,13 @@ function tierOf(indexes: readonly number[]): Endpoint[] {
   return indexes.map((index) => ({ index, key: `r/z/${index}`, origin: `http://10.0.0.${index}`, region: 'r', zone: 'z', tls: false, hostname: `10.0.0.${index}`, port: 80 }));
 }
 
-/** In-flight counts and latencies by endpoint index; the rest are 0 (latency 0: not measured yet). */
+/** In-flight counts and latencies (in ms) by endpoint index; the rest are 0 (latency 0: not measured yet). */
 type ByIndex = { readonly [index: number]: number | undefined };
 
 function loadOf(size: number, inflight: ByIndex = {}, latencyMs: ByIndex = {}): EndpointLoad {
-  const load = { inflight: new Int32Array(size), latencyMs: new Float64Array(size) };
+  const load = { inflight: new Int32Array(size), latencyUs: new Int32Array(size) };
   for (const [index, value] of Object.entries(inflight)) load.inflight[Number(index)] = value ?? 0;
-  for (const [index, value] of Object.entries(latencyMs)) load.latencyMs[Number(index)] = value ?? 0;
+  for (const [index, value] of Object.entries(latencyMs)) load.latencyUs[Number(index)] = (value ?? 0) * 1000;
   return load;
 }
 

@@ -1,17 +1,22 @@
 // Endpoint choice inside one zone: power of two choices on (in-flight + 1) × latency EWMA.
 import type { Endpoint } from '../config/types.ts';
 
-/** Live load per endpoint index, owned by the data plane and read here. */
+/**
+ * Live load per endpoint index, owned by the data plane and read here. Other threads may be changing it while a
+ * choice is made: a value one request stale only makes one choice slightly worse, so plain reads do.
+ */
 export interface EndpointLoad {
   readonly inflight: Int32Array;
-  /** Smoothed time to response headers in ms; 0 until the first response. */
-  readonly latencyMs: Float64Array;
+  /** Smoothed time to response headers in µs; 0 until the first response. */
+  readonly latencyUs: Int32Array;
 }
 
 /** Unknown latency counts as 1 ms so new endpoints compete on in-flight count alone. */
+const UNKNOWN_LATENCY_US = 1000;
+
 function score(load: EndpointLoad, index: number): number {
-  const latency = load.latencyMs[index];
-  return (load.inflight[index] + 1) * (latency > 0 ? latency : 1);
+  const latency = load.latencyUs[index];
+  return (load.inflight[index] + 1) * (latency > 0 ? latency : UNKNOWN_LATENCY_US);
 }
 
 /**
