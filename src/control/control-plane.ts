@@ -1,0 +1,191 @@
+// The control plane: owns the config and its reloads, the health worlds, and the data-plane snapshots built from
+// them. It publishes each new snapshot to whatever serves the data plane; nothing on the request path calls into it.
+import type { MeridianConfig, Timeouts } from '../config/types.ts';
+import { loadConfigFile } from '../config/load.ts';
+import { ConfigError } from '../config/errors.ts';
+import { restartRequired } from '../config/restart-only.ts';
+import { createGeoRouter } from '../routing/geo-router.ts';
+import type { GeoLocator } from '../geo/locator.ts';
+import type { UploadPins } from '../proxy/upload-pins.ts';
+import { UpstreamPools } from '../proxy/pools.ts';
+import { createDataPlane, Traffic, type DataPlane } from '../proxy/plane.ts';
+import type { HealthState } from '../health/state.ts';
+import { healthChange } from '../health/events.ts';
+import { readiness, type Readiness } from '../health/readiness.ts';
+import { buildHealthWorld, sameHealthWorld, type HealthWorld } from './health-world.ts';
+import { describeReload, openDatabasesFor, type ReloadResult } from './reload-steps.ts';
+
+/** What serves the data plane: it takes each new snapshot whole, and the downstream timeouts of a reload. */
+export interface DataPlaneTarget {
+  plane: DataPlane;
+  applyTimeouts(timeouts: Timeouts): void;
+}
+
+export class ControlPlane {
+  readonly startedAt = Date.now();
+  readonly traffic = new Traffic();
+  readonly pools = new UpstreamPools();
+  readonly locator: GeoLocator;
+  readonly uploadPins: UploadPins;
+  /** The config the process started with: restart-only fields are compared with it. */
+  readonly #initial: MeridianConfig;
+  readonly #configPath: string | undefined;
+  #config: MeridianConfig;
+  #version = 1;
+  #health: HealthWorld;
+  #plane: DataPlane;
+  #target: DataPlaneTarget | null = null;
+  readonly #reloadListeners: ((result: ReloadResult) => void)[] = [];
+  /** Reloads queue: SIGHUP and POST /reload arriving together must not build against each other's half-swapped state. */
+  #reloads: Promise<unknown> = Promise.resolve();
+
+  constructor(initial: MeridianConfig, locator: GeoLocator, uploadPins: UploadPins, configPath: string | undefined) {
+    this.#initial = initial;
+    this.#config = initial;
+    this.#configPath = configPath;
+    this.locator = locator;
+    this.uploadPins = uploadPins;
+    this.#health = this.#buildHealth(initial);
+    this.#plane = this.#planeFor(initial, this.#health);
+  }
+
+  /** Start serving: snapshots go to `target` from now on, and the active checks begin. */
+  attach(target: DataPlaneTarget): void {
+    this.#target = target;
+    target.plane = this.#plane;
+    this.#health.checker.start();
+  }
+
+  /** The snapshot requests are being served with now. */
+  plane(): DataPlane {
+    return this.#plane;
+  }
+
+  get config(): MeridianConfig {
+    return this.#config;
+  }
+
+  health(): HealthState {
+    return this.#health.state;
+  }
+
+  configVersion(): number {
+    return this.#version;
+  }
+
+  restartRequired(): readonly string[] {
+    return restartRequired(this.#initial, this.#config);
+  }
+
+  ready(): Readiness {
+    return readiness(this.#config, this.#health.state.snapshot, this.traffic.draining);
+  }
+
+  /** Called after every reload, applied or rejected (the reload metric, the access log's settings). */
+  onReloaded(listener: (result: ReloadResult) => void): void {
+    this.#reloadListeners.push(listener);
+  }
+
+  /**
+   * Build-then-swap from the config file, one reload at a time; logged and reported to `onReloaded`. Never rejects:
+   * a bad file, a bad geo database or any failure while building leaves the old config serving.
+   */
+  reload(): Promise<ReloadResult> {
+    const done = this.#reloads.then(async (): Promise<ReloadResult> => {
+      let result: ReloadResult;
+      try {
+        result =
+          this.#configPath === undefined
+            ? { ok: false, problems: [{ path: '', message: 'this instance has no config file to reload' }] }
+            : await this.#applyReload(this.#configPath);
+      } catch (err) {
+        console.error('meridian: config reload failed while building, nothing was changed:', err);
+        result = { ok: false, problems: [{ path: '', message: `the reload failed while building the new config, nothing was changed: ${(err as Error)?.message ?? String(err)}` }] };
+      }
+      for (const listener of this.#reloadListeners) listener(result);
+      console.error(describeReload(result));
+      return result;
+    });
+    this.#reloads = done.catch(() => undefined);
+    return done;
+  }
+
+  /** Stops the active checks and closes what the data plane dispatched through; the last step of shutdown. */
+  async close(): Promise<void> {
+    this.#health.checker.stop();
+    await this.pools.close();
+    this.locator.close();
+  }
+
+  /**
+   * One reload: everything the new config needs is built first (config, geo databases, caches, health world,
+   * snapshot), with no await between the last build step and the swap, so nothing can change or observe it halfway.
+   */
+  async #applyReload(configPath: string): Promise<ReloadResult> {
+    let next: MeridianConfig;
+    try {
+      next = await loadConfigFile(configPath);
+    } catch (err) {
+      if (err instanceof ConfigError) return { ok: false, problems: err.problems };
+      throw err;
+    }
+    const opened = await openDatabasesFor(this.locator, next);
+    if ('problems' in opened) return { ok: false, problems: opened.problems };
+
+    const swapGeo = this.locator.prepare(opened.databases, next.geo.cacheSize);
+    const swapPins = this.uploadPins.prepare(next.routing.uploadPinning.ttl, next.routing.uploadPinning.maxEntries);
+    const previous = this.#health;
+    const world = sameHealthWorld(this.#config, next) ? previous : this.#buildHealth(next);
+    let plane: DataPlane;
+    try {
+      plane = this.#planeFor(next, world);
+    } catch (err) {
+      if (world !== previous) world.checker.stop();
+      try {
+        // The pool registry may have moved to the new endpoint list: the old config takes it back.
+        this.#publish(this.#planeFor(this.#config, previous));
+      } catch (rollback) {
+        console.error('meridian: restoring the old snapshot after a failed reload failed too:', rollback);
+      }
+      throw err;
+    }
+
+    // The commit: reference swaps, none of which can fail.
+    swapGeo();
+    swapPins();
+    this.#target?.applyTimeouts(next.timeouts);
+    this.#config = next;
+    this.#health = world;
+    this.#publish(plane);
+    this.#version++;
+    if (world !== previous) {
+      try {
+        world.checker.start();
+        previous.checker.stop();
+      } catch (err) {
+        // The config is serving; say so, and what did not start with it.
+        console.error(`meridian: config version ${this.#version} is serving, but starting its health checks failed:`, err);
+      }
+    }
+    return { ok: true, version: this.#version, restartRequired: restartRequired(this.#initial, next) };
+  }
+
+  #buildHealth(config: MeridianConfig): HealthWorld {
+    // Health changes are rare; each builds a new router (and decision memo) and swaps the snapshot.
+    return buildHealthWorld(config, (world, change) => {
+      if (world !== this.#health) return;
+      this.#publish(this.#planeFor(this.#config, world));
+      if (healthChange.hasSubscribers) healthChange.publish({ change, endpoint: world.endpoints[change.index] });
+    });
+  }
+
+  #planeFor(config: MeridianConfig, world: HealthWorld): DataPlane {
+    const { pools, traffic, locator, uploadPins } = this;
+    return createDataPlane(config, createGeoRouter(config, world.state.snapshot), { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier });
+  }
+
+  #publish(plane: DataPlane): void {
+    this.#plane = plane;
+    if (this.#target !== null) this.#target.plane = plane;
+  }
+}
