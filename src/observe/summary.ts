@@ -18,6 +18,10 @@ const RING = SUMMARY_WINDOW_SECONDS + 1;
 const STEPS_PER_OCTAVE = 4;
 const LATENCY_BUCKETS = 27 * STEPS_PER_OCTAVE + 1;
 
+/** Seconds are counted on the records' clock: epoch milliseconds that only move forward (timeOrigin + performance.now()). */
+const TIME_ORIGIN = performance.timeOrigin;
+const clock = (): number => TIME_ORIGIN + performance.now();
+
 export interface ZoneTraffic {
   /** `none` for requests no endpoint served (refused before routing, or no candidate). */
   readonly region: string;
@@ -144,7 +148,7 @@ function percentile(buckets: Float64Array, total: number, p: number): number | n
 
 class Summarizer implements TrafficSummarizer {
   readonly #runtime: Pick<MeridianRuntime, 'plane'>;
-  readonly #startedAt = performance.now();
+  readonly #startedAt = clock();
   /** By `region/zone`, kept across reloads so a zone that stays keeps its history. */
   readonly #zones = new Map<string, ZoneStats>();
   /** Per topology: by endpoint index, the stats of its zone (the last entry is `none`) and its region's country column. */
@@ -167,8 +171,7 @@ class Summarizer implements TrafficSummarizer {
   }
 
   snapshot(): TrafficSummary {
-    const now = performance.now();
-    const nowSecond = Math.floor(now / 1000);
+    const nowSecond = Math.floor(clock() / 1000);
     // Young processes divide by the whole seconds they have lived, not by the full window.
     const seconds = Math.max(1, Math.min(SUMMARY_WINDOW_SECONDS, nowSecond - Math.floor(this.#startedAt / 1000)));
     const index = indexTopology(this.#runtime.plane().config.topology);
@@ -215,7 +218,8 @@ class Summarizer implements TrafficSummarizer {
     const record = message as ExchangeRecord;
     const { zones, columns } = this.#statsOf(record.topology);
     const endpoint = record.endpoint;
-    const second = Math.floor(performance.now() / 1000);
+    // The record's own end, so counting it needs no clock read.
+    const second = Math.floor((record.startedAt + record.durationMs) / 1000);
     const zone = endpoint === null ? zones[zones.length - 1] : zones[endpoint.index];
     zone.record(second, record.durationMs, codeIndex(record) >= CODE_5XX);
     const country = countryIndex(record.country);
