@@ -174,6 +174,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     }
     this.awaitingResponse = false;
     this.responseStarted = true;
+    // An earlier attempt's failure is told by the failover fields; the answer the client gets is this one's.
+    this.error = null;
     this.responseStartedAt = now;
     this.status = statusCode;
     if (statusCode < 400 && this.req.headers['content-range'] !== undefined) {
