@@ -31,8 +31,8 @@ async function serve(configPath: string, observers: string): Promise<void> {
   const meridian = await startMeridian(await loadConfigFile(configPath));
   if (observers === 'plain') {
     // Nobody subscribed: the data plane's `hasSubscribers` checks skip publishing altogether.
+    meridian.recorder.close();
     meridian.runtime.metrics.close();
-    meridian.runtime.summary.close();
   }
   await once(process, 'SIGTERM');
   await meridian.shutdown();

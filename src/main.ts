@@ -17,6 +17,8 @@ import { listenAdmin } from './admin/server.ts';
 import { createProbeApp } from './admin/probe.ts';
 import { startMetrics, type MetricsExporter } from './observe/metrics.ts';
 import { startTrafficSummary, type TrafficSummarizer } from './observe/summary.ts';
+import { TrafficCatalog } from './observe/traffic-tables.ts';
+import { TrafficRecorder } from './observe/recorder.ts';
 import { startAccessLog, type LogDestination } from './observe/access-log.ts';
 
 export type { ReloadResult };
@@ -48,6 +50,8 @@ export interface Meridian {
   /** The public readiness listener's address, or null when the config has no `probe` section. */
   readonly probeAddress: AddressInfo | null;
   readonly runtime: MeridianRuntime;
+  /** Counts this thread's exchange records into the tables the metrics and the summary read; `close()` stops it. */
+  readonly recorder: TrafficRecorder;
   /** README, Operations, Shutdown: readiness off, drain delay, stop accepting, wait for in-flight, end the rest. */
   shutdown(): Promise<void>;
 }
@@ -82,16 +86,19 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     ready: () => control.ready(),
     reload: () => control.reload(),
   };
-  // Observers subscribe before the proxy accepts, so the first request is counted.
-  const runtime: MeridianRuntime = { ...core, metrics: startMetrics(core), summary: startTrafficSummary(core) };
+  // Observers subscribe before the proxy accepts, so the first request is counted. The recorder shares this thread with
+  // the catalog, so a record of a topology with a new zone or region widens the tables on the spot.
+  const tables = new TrafficCatalog();
+  const recorder = new TrafficRecorder(tables.describe(control.plane().config.topology), (topology) => tables.describe(topology)).subscribe();
+  const runtime: MeridianRuntime = { ...core, metrics: startMetrics(core, tables), summary: startTrafficSummary(core, tables) };
   const accessLog = startAccessLog(core, options.accessLog);
   control.onReloaded((result) => {
     runtime.metrics.recordReload(result.ok);
     if (result.ok) accessLog.reconfigure();
   });
   const stopObservers = async (): Promise<void> => {
+    recorder.close();
     runtime.metrics.close();
-    runtime.summary.close();
     await accessLog.close();
   };
 
@@ -129,5 +136,5 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     await stopObservers();
     await Promise.all(controlServers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   };
-  return { proxyAddress, adminAddress, probeAddress, runtime, shutdown: () => (stopping ??= shutdown()) };
+  return { proxyAddress, adminAddress, probeAddress, runtime, recorder, shutdown: () => (stopping ??= shutdown()) };
 }

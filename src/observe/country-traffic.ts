@@ -1,7 +1,6 @@
 // Recent traffic by client country, for the dashboard's map: requests since start and, over the summary window, the
-// rate by the region that served them. Fixed arrays indexed by a country index compiled once, so counting is arithmetic.
+// rate by the region that served them. Counted in tables indexed by a country index compiled once, so counting is arithmetic.
 import { readFileSync } from 'node:fs';
-import { NONE } from './labels.ts';
 
 /** Every code of geo-data/countries.json, in file order: a country's index is its position here. */
 export const COUNTRY_CODES: readonly string[] = Object.freeze(
@@ -33,81 +32,29 @@ export interface CountryTraffic {
 }
 
 /**
- * Per ring slot (one second each) a country × region matrix of counts. Regions are columns by name, added as
- * reloads bring new ones and never removed, so history survives a reload and a finishing exchange of an older
- * topology still counts under its own region. Column 0 is `none`.
+ * Every country with requests since start, busiest over the window first. `requests` is by country index; `window`
+ * holds the window's counts by country index, then column, `columns` wide; `columnNames[c]` names column c (0: `none`).
  */
-export class CountryTally {
-  readonly #ring: number;
-  readonly #window: number;
-  readonly #requests = new Float64Array(COUNTRY_CODES.length);
-  readonly #second: Float64Array;
-  #regions: string[] = [NONE];
-  #counts: Uint32Array;
-
-  constructor(windowSeconds: number) {
-    this.#window = windowSeconds;
-    // One slot more than the window, so the second being filled never overwrites one being read.
-    this.#ring = windowSeconds + 1;
-    this.#second = new Float64Array(this.#ring).fill(-1);
-    this.#counts = new Uint32Array(this.#ring * COUNTRY_CODES.length);
-  }
-
-  /** The column of each region name, in the order given; new names widen the matrix. Once per topology. */
-  columns(regions: readonly string[]): Int32Array {
-    const fresh = regions.filter((name) => !this.#regions.includes(name));
-    if (fresh.length > 0) {
-      const before = this.#regions.length;
-      const after = before + fresh.length;
-      const counts = new Uint32Array(this.#ring * COUNTRY_CODES.length * after);
-      for (let row = 0; row < this.#ring * COUNTRY_CODES.length; row++) {
-        counts.set(this.#counts.subarray(row * before, (row + 1) * before), row * after);
-      }
-      this.#counts = counts;
-      this.#regions = [...this.#regions, ...fresh];
+export function countryTraffic(requests: ArrayLike<number>, window: ArrayLike<number>, columnNames: readonly string[], seconds: number): CountryTraffic[] {
+  const width = columnNames.length;
+  const result: CountryTraffic[] = [];
+  for (let index = 0; index < COUNTRY_CODES.length; index++) {
+    if (requests[index] === 0) continue;
+    const row = index * width;
+    const served: number[] = [];
+    let total = 0;
+    for (let column = 0; column < width; column++) {
+      if (window[row + column] === 0) continue;
+      served.push(column);
+      total += window[row + column];
     }
-    return Int32Array.from(regions, (name) => this.#regions.indexOf(name));
+    served.sort((a, b) => window[row + b] - window[row + a]);
+    result.push({
+      country: COUNTRY_CODES[index],
+      requests: requests[index],
+      rps: total / seconds,
+      servedBy: Object.fromEntries(served.map((column) => [columnNames[column], window[row + column] / seconds])),
+    });
   }
-
-  /** One finished request from the country at `index`, served in `column` (0: by no endpoint). */
-  record(second: number, index: number, column: number): void {
-    this.#requests[index]++;
-    const width = this.#regions.length;
-    const rowsPerSlot = COUNTRY_CODES.length * width;
-    const slot = second % this.#ring;
-    if (this.#second[slot] !== second) {
-      this.#second[slot] = second;
-      this.#counts.fill(0, slot * rowsPerSlot, (slot + 1) * rowsPerSlot);
-    }
-    this.#counts[slot * rowsPerSlot + index * width + column]++;
-  }
-
-  /** Every country seen since start, busiest first; rates over the whole seconds before `nowSecond`. */
-  snapshot(nowSecond: number, seconds: number): CountryTraffic[] {
-    const width = this.#regions.length;
-    const rowsPerSlot = COUNTRY_CODES.length * width;
-    const slots: number[] = [];
-    for (let slot = 0; slot < this.#ring; slot++) {
-      const second = this.#second[slot];
-      if (second < nowSecond && second >= nowSecond - this.#window) slots.push(slot);
-    }
-    const result: CountryTraffic[] = [];
-    const byRegion = new Float64Array(width);
-    for (let index = 0; index < COUNTRY_CODES.length; index++) {
-      if (this.#requests[index] === 0) continue;
-      byRegion.fill(0);
-      for (const slot of slots) {
-        for (let column = 0; column < width; column++) byRegion[column] += this.#counts[slot * rowsPerSlot + index * width + column];
-      }
-      const served = [...byRegion.keys()].filter((column) => byRegion[column] > 0).sort((a, b) => byRegion[b] - byRegion[a]);
-      const total = served.reduce((sum, column) => sum + byRegion[column], 0);
-      result.push({
-        country: COUNTRY_CODES[index],
-        requests: this.#requests[index],
-        rps: total / seconds,
-        servedBy: Object.fromEntries(served.map((column) => [this.#regions[column], byRegion[column] / seconds])),
-      });
-    }
-    return result.sort((a, b) => b.rps - a.rps || b.requests - a.requests);
-  }
+  return result.sort((a, b) => b.rps - a.rps || b.requests - a.requests);
 }

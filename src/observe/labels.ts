@@ -1,7 +1,7 @@
-// Bounded labels for observers: how a finished exchange is classed (method, status class) and dense indexes over
-// a topology, so counting a request is array arithmetic with no string hashing.
-import type { Endpoint, Topology } from '../config/types.ts';
-import { METHOD_CLASSES, type ExchangeRecord } from '../proxy/record.ts';
+// Bounded labels for observers: how a finished exchange is classed (method, status class, retry reason), as indexes
+// that counting in arrays uses, and the label objects of an endpoint, built once per config load.
+import type { Endpoint } from '../config/types.ts';
+import { METHOD_CLASSES, type ExchangeRecord, type RetryReason } from '../proxy/record.ts';
 import type { CheckResult } from '../health/checker.ts';
 
 /** The label value for "no endpoint was chosen" (a request refused before routing, or with no candidate). */
@@ -29,58 +29,10 @@ export interface ZoneName {
   readonly zone: string;
 }
 
-/** Built once per topology (config load) and shared by every observer. */
-export class TopologyIndex {
-  readonly topology: Topology;
-  /** The topology's zones in order, then the `none` slot. */
-  readonly zones: readonly ZoneName[];
-  readonly noneSlot: number;
-  /** By endpoint index: its slot in `zones`. */
-  readonly zoneOf: Int32Array;
-  readonly regions: readonly string[];
-  /** By endpoint index: its position in `regions`. */
-  readonly regionOf: Int32Array;
-  readonly #regionByName: ReadonlyMap<string, number>;
+export const RETRY_REASONS: readonly RetryReason[] = Object.freeze(['connect_failure', 'reset', 'upstream_5xx']);
 
-  constructor(topology: Topology) {
-    this.topology = topology;
-    const zones: ZoneName[] = [];
-    const zoneByKey = new Map<string, number>();
-    for (const region of topology.regions) {
-      for (const zone of region.zones) {
-        zoneByKey.set(`${region.name}/${zone.name}`, zones.length);
-        zones.push(Object.freeze({ region: region.name, zone: zone.name }));
-      }
-    }
-    this.noneSlot = zones.length;
-    zones.push(Object.freeze({ region: NONE, zone: NONE }));
-    this.zones = Object.freeze(zones);
-    this.regions = Object.freeze(topology.regions.map((r) => r.name));
-    this.#regionByName = new Map(this.regions.map((name, i) => [name, i]));
-    const { endpoints } = topology;
-    this.zoneOf = Int32Array.from(endpoints, (e) => zoneByKey.get(`${e.region}/${e.zone}`)!);
-    this.regionOf = Int32Array.from(endpoints, (e) => this.#regionByName.get(e.region)!);
-  }
-
-  zoneSlot(endpoint: Endpoint | null): number {
-    return endpoint === null ? this.noneSlot : this.zoneOf[endpoint.index];
-  }
-
-  /** -1 for a name this topology does not have. */
-  regionIndex(name: string): number {
-    return this.#regionByName.get(name) ?? -1;
-  }
-}
-
-const indexes = new WeakMap<Topology, TopologyIndex>();
-
-export function indexTopology(topology: Topology): TopologyIndex {
-  let index = indexes.get(topology);
-  if (index === undefined) {
-    index = new TopologyIndex(topology);
-    indexes.set(topology, index);
-  }
-  return index;
+export function retryIndex(reason: RetryReason | null): number {
+  return reason === 'connect_failure' ? 0 : reason === 'reset' ? 1 : 2;
 }
 
 export const CHECK_RESULTS: readonly CheckResult[] = Object.freeze(['success', 'failure', 'timeout']);

@@ -1,18 +1,17 @@
-// Prometheus metrics (names listed in the README: Admin API and observability), the only prom-client importer. Data-plane records bump typed arrays indexed by
-// endpoint (tallies.ts); a scrape drains them into prom-client, so a request costs no label hashing or allocation.
+// Prometheus metrics (names listed in the README: Admin API and observability), the only prom-client importer, on the
+// main thread. Recorders count records into shared tables (recorder.ts); a scrape reads what they counted since the
+// last one into prom-client, so a request costs no label hashing or allocation on any thread.
 import diagnostics from 'node:diagnostics_channel';
 import { basename } from 'node:path';
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type RegistryContentType } from 'prom-client';
 import type { Endpoint, Topology } from '../config/types.ts';
 import type { MeridianRuntime } from '../main.ts';
-import type { ExchangeRecord, FailoverRecord, TunnelRecord } from '../proxy/record.ts';
 import type { CheckEvent } from '../health/checker.ts';
 import type { HealthChange } from '../health/state.ts';
 import type { GeoOutcome } from '../geo/locator.ts';
-import { exchangeEnd, exchangeFailover, tunnelClose } from '../proxy/events.ts';
 import { healthChange, healthCheck } from '../health/events.ts';
-import { CHECK_RESULTS, CODES, METHODS, codeIndex, endpointLabels, indexTopology } from './labels.ts';
-import { RETRY_REASONS, Tallies, requestCell, retryIndex } from './tallies.ts';
+import { CHECK_RESULTS, CODES, METHODS, RETRY_REASONS, endpointLabels } from './labels.ts';
+import type { TrafficCatalog, TrafficTables } from './traffic-tables.ts';
 import { ZoneHistogram } from './zone-histogram.ts';
 
 export const REQUESTS_TOTAL = 'meridian_requests_total';
@@ -53,8 +52,9 @@ export interface MetricsExporter {
   close(): void;
 }
 
-export function startMetrics(runtime: MetricsSource): MetricsExporter {
-  return new PrometheusExporter(runtime);
+/** `tables` holds what the recorders count: requests, latencies, failovers, retries and misroutes. */
+export function startMetrics(runtime: MetricsSource, tables: TrafficCatalog): MetricsExporter {
+  return new PrometheusExporter(runtime, tables);
 }
 
 /** OpenMetrics when the scraper ranks it at least as high as plain text; Prometheus itself asks for it first. */
@@ -74,6 +74,7 @@ export function wantsOpenMetrics(accept: string | undefined): boolean {
 
 class PrometheusExporter implements MetricsExporter {
   readonly #runtime: MetricsSource;
+  readonly #tables: TrafficCatalog;
   readonly #registry = new Registry<RegistryContentType>();
   readonly #requests: Counter<'region' | 'zone' | 'method' | 'code'>;
   readonly #duration: ZoneHistogram;
@@ -84,18 +85,17 @@ class PrometheusExporter implements MetricsExporter {
   readonly #ejections: Counter<'region' | 'zone' | 'endpoint'>;
   readonly #misroutes: Counter<'nearest_region'>;
   readonly #reloads: Counter<'result'>;
-  readonly #retryTally = new Float64Array(RETRY_REASONS.length);
-  /** By topology; more than one only while requests that began before a reload finish. */
-  readonly #byTopology = new Map<Topology, Tallies>();
-  #last: Tallies;
+  /** Per generation of tables: the totals up to the last scrape, so each scrape adds what came since. */
+  readonly #seen = new Map<TrafficTables, Float64Array>();
   #zeroedFor: Topology | null = null;
   /** prom-client renames counters for OpenMetrics and never renames them back; these are the names to restore. */
   readonly #counterNames: [Metric, string][];
   #rendering: Promise<unknown> = Promise.resolve();
   readonly #subscriptions: [string, (message: unknown) => void][];
 
-  constructor(runtime: MetricsSource) {
+  constructor(runtime: MetricsSource, tables: TrafficCatalog) {
     this.#runtime = runtime;
+    this.#tables = tables;
     const registers = [this.#registry];
     collectDefaultMetrics({ register: this.#registry });
     for (const name of DEFAULT_METRICS_DROPPED) this.#registry.removeSingleMetric(name);
@@ -188,12 +188,8 @@ class PrometheusExporter implements MetricsExporter {
       .getMetricsAsArray()
       .filter((metric) => metric instanceof Counter)
       .map((metric) => [metric as unknown as Metric, metric.name]);
-    this.#last = this.#talliesFor(runtime.plane().config.topology);
     this.#zeroFor(runtime.plane().config.topology);
     this.#subscriptions = [
-      [exchangeEnd.name as string, this.#onExchangeEnd],
-      [exchangeFailover.name as string, this.#onFailover],
-      [tunnelClose.name as string, this.#onTunnelClose],
       [healthCheck.name as string, this.#onCheck],
       [healthChange.name as string, this.#onHealthChange],
     ];
@@ -216,7 +212,7 @@ class PrometheusExporter implements MetricsExporter {
   }
 
   async #render(openMetrics: boolean): Promise<Scrape> {
-    this.#drain();
+    this.#catchUp();
     const registry = this.#registry;
     if (!openMetrics) return { contentType: registry.contentType, body: await registry.metrics() };
     registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
@@ -226,22 +222,6 @@ class PrometheusExporter implements MetricsExporter {
       registry.setContentType(Registry.PROMETHEUS_CONTENT_TYPE);
       for (const [metric, name] of this.#counterNames) (metric as unknown as { name: string }).name = name;
     }
-  }
-
-  /** The hot path: one pointer comparison unless a reload happened since the last exchange. */
-  #talliesOf(topology: Topology): Tallies {
-    const last = this.#last;
-    return topology === last.index.topology ? last : this.#talliesFor(topology);
-  }
-
-  #talliesFor(topology: Topology): Tallies {
-    let tallies = this.#byTopology.get(topology);
-    if (tallies === undefined) {
-      tallies = new Tallies(indexTopology(topology));
-      this.#byTopology.set(topology, tallies);
-    }
-    this.#last = tallies;
-    return tallies;
   }
 
   /** Every endpoint's counters exist from the start, so `increase()` sees the first ejection of each. */
@@ -255,72 +235,52 @@ class PrometheusExporter implements MetricsExporter {
     }
   }
 
-  /** Moves every tally into prom-client and forgets the tallies of topologies no longer served. */
-  #drain(): void {
-    const current = this.#runtime.plane().config.topology;
-    this.#zeroFor(current);
-    for (const [topology, tallies] of this.#byTopology) {
-      this.#drainTallies(tallies);
-      if (topology !== current) this.#byTopology.delete(topology);
-    }
-    // A straggler from a dropped topology opens fresh tallies instead of counting into forgotten ones.
-    this.#talliesFor(current);
-    const retries = this.#retryTally;
-    for (let i = 0; i < retries.length; i++) {
-      if (retries[i] === 0) continue;
-      this.#retries.inc({ reason: RETRY_REASONS[i] }, retries[i]);
-      retries[i] = 0;
-    }
-  }
-
-  #drainTallies(tallies: Tallies): void {
-    const { index, requests, failovers, misroutes } = tallies;
-    const perSlot = METHODS.length * CODES.length;
-    for (let cell = 0; cell < requests.length; cell++) {
-      const count = requests[cell];
-      if (count === 0) continue;
-      requests[cell] = 0;
-      const { region, zone } = index.zones[(cell / perSlot) | 0];
-      this.#requests.inc({ region, zone, method: METHODS[((cell / CODES.length) | 0) % METHODS.length], code: CODES[cell % CODES.length] }, count);
-    }
-    this.#duration.drain(tallies.duration, index.zones);
-    this.#upstream.drain(tallies.upstream, index.zones);
-    const regions = index.regions;
-    for (let cell = 0; cell < failovers.length; cell++) {
-      if (failovers[cell] === 0) continue;
-      this.#failovers.inc({ from_region: regions[(cell / regions.length) | 0], to_region: regions[cell % regions.length] }, failovers[cell]);
-      failovers[cell] = 0;
-    }
-    for (let region = 0; region < misroutes.length; region++) {
-      if (misroutes[region] === 0) continue;
-      this.#misroutes.inc({ nearest_region: regions[region] }, misroutes[region]);
-      misroutes[region] = 0;
+  /** Adds to prom-client what every generation of tables counted since the last scrape. */
+  #catchUp(): void {
+    this.#zeroFor(this.#runtime.plane().config.topology);
+    for (const tables of this.#tables.generations) {
+      const delta = this.#deltaOf(tables);
+      const { zones, regions } = tables.layout;
+      const perZone = METHODS.length * CODES.length;
+      for (let cell = 0; cell < perZone * zones.length; cell++) {
+        const count = delta[tables.requestsAt + cell];
+        if (count === 0) continue;
+        const { region, zone } = zones[(cell / perZone) | 0];
+        this.#requests.inc({ region, zone, method: METHODS[((cell / CODES.length) | 0) % METHODS.length], code: CODES[cell % CODES.length] }, count);
+      }
+      this.#duration.add(zones, delta, tables.durationAt, tables.durationSumsAt);
+      this.#upstream.add(zones, delta, tables.upstreamAt, tables.upstreamSumsAt);
+      for (let cell = 0; cell < regions.length * regions.length; cell++) {
+        const count = delta[tables.failoversAt + cell];
+        if (count !== 0) this.#failovers.inc({ from_region: regions[(cell / regions.length) | 0], to_region: regions[cell % regions.length] }, count);
+      }
+      for (let region = 0; region < regions.length; region++) {
+        const count = delta[tables.misroutesAt + region] + delta[tables.tunnelMisroutesAt + region];
+        if (count !== 0) this.#misroutes.inc({ nearest_region: regions[region] }, count);
+      }
+      for (let reason = 0; reason < RETRY_REASONS.length; reason++) {
+        const count = delta[tables.retriesAt + reason];
+        if (count !== 0) this.#retries.inc({ reason: RETRY_REASONS[reason] }, count);
+      }
     }
   }
 
-  readonly #onExchangeEnd = (message: unknown): void => {
-    const record = message as ExchangeRecord;
-    const tallies = this.#talliesOf(record.topology);
-    const slot = tallies.index.zoneSlot(record.endpoint);
-    tallies.requests[requestCell(slot, record.methodClass, codeIndex(record))]++;
-    tallies.duration.observe(slot, record.durationMs / 1000);
-    if (record.upstreamHeadersMs >= 0) tallies.upstream.observe(slot, record.upstreamHeadersMs / 1000);
-    const nearest = record.misrouteNearest;
-    if (nearest !== null) countMisroute(tallies, nearest);
-  };
-
-  readonly #onFailover = (message: unknown): void => {
-    const { topology, from, to, reason } = message as FailoverRecord;
-    this.#retryTally[retryIndex(reason)]++;
-    const tallies = this.#talliesOf(topology);
-    const { regionOf, regions } = tallies.index;
-    tallies.failovers[regionOf[from.index] * regions.length + regionOf[to.index]]++;
-  };
-
-  readonly #onTunnelClose = (message: unknown): void => {
-    const { topology, misrouteNearest } = message as TunnelRecord;
-    if (misrouteNearest) countMisroute(this.#talliesOf(topology), misrouteNearest);
-  };
+  /** The totals before the country table, less what the last scrape saw of them. */
+  #deltaOf(tables: TrafficTables): Float64Array {
+    const length = tables.countriesAt;
+    let seen = this.#seen.get(tables);
+    if (seen === undefined) {
+      seen = new Float64Array(length);
+      this.#seen.set(tables, seen);
+    }
+    const delta = new Float64Array(length);
+    for (let i = 0; i < length; i++) {
+      const total = tables.total(i);
+      delta[i] = total - seen[i];
+      seen[i] = total;
+    }
+    return delta;
+  }
 
   readonly #onCheck = (message: unknown): void => {
     const { endpoint, result } = message as CheckEvent;
@@ -331,9 +291,4 @@ class PrometheusExporter implements MetricsExporter {
     const { change, endpoint } = message as { change: HealthChange; endpoint: Endpoint };
     if (change.kind === 'ejected') this.#ejections.inc(endpointLabels(endpoint).base);
   };
-}
-
-function countMisroute(tallies: Tallies, nearest: string): void {
-  const region = tallies.index.regionIndex(nearest);
-  if (region !== -1) tallies.misroutes[region]++;
 }

@@ -1,6 +1,6 @@
-// A `{region, zone}` latency histogram fed from bucket tallies at scrape time. prom-client's Histogram only takes
-// single observations, so this is a metric of its own in the shape prom-client's Registry renders; no import needed.
-import { LATENCY_BUCKETS, type BucketTally } from './tallies.ts';
+// A `{region, zone}` latency histogram fed from the shared tables' bucket counts at scrape time. prom-client's Histogram
+// only takes single observations, so this is a metric of its own in the shape prom-client's Registry renders.
+import { LATENCY_BUCKETS, LATENCY_WIDTH } from './traffic-tables.ts';
 import type { ZoneName } from './labels.ts';
 
 interface ZoneSeries {
@@ -18,7 +18,7 @@ interface Sample {
 }
 
 export class ZoneHistogram {
-  // What the Registry reads: name, help, type and aggregator, then get() and reset().
+  // What the Registry reads: name, help, type and aggregator, then get().
   readonly name: string;
   readonly help: string;
   readonly type = 'histogram';
@@ -30,25 +30,26 @@ export class ZoneHistogram {
     this.help = help;
   }
 
-  /** Adds the tally's counts to the cumulative series and zeroes the tally. */
-  drain(tally: BucketTally, zones: readonly ZoneName[]): void {
-    const { counts, sums, width } = tally;
+  /**
+   * Adds what the tables counted since the last scrape: `delta` holds, from `bucketsAt`, LATENCY_WIDTH bucket counts
+   * per zone of `zones` and, from `sumsAt`, a sum in microseconds per zone.
+   */
+  add(zones: readonly ZoneName[], delta: Float64Array, bucketsAt: number, sumsAt: number): void {
     for (let slot = 0; slot < zones.length; slot++) {
-      const start = slot * width;
-      let any = false;
-      for (let b = start; b < start + width; b++) if (counts[b] !== 0) any = true;
+      const start = bucketsAt + slot * LATENCY_WIDTH;
+      // A sum can move without its bucket when the scrape fell between the two additions.
+      let any = delta[sumsAt + slot] !== 0;
+      for (let b = start; b < start + LATENCY_WIDTH; b++) if (delta[b] !== 0) any = true;
       if (!any) continue;
       const { region, zone } = zones[slot];
       const key = `${region}\u0000${zone}`;
       let series = this.#series.get(key);
       if (series === undefined) {
-        series = { region, zone, buckets: new Float64Array(width), sum: 0 };
+        series = { region, zone, buckets: new Float64Array(LATENCY_WIDTH), sum: 0 };
         this.#series.set(key, series);
       }
-      for (let b = 0; b < width; b++) series.buckets[b] += counts[start + b];
-      counts.fill(0, start, start + width);
-      series.sum += sums[slot];
-      sums[slot] = 0;
+      for (let b = 0; b < LATENCY_WIDTH; b++) series.buckets[b] += delta[start + b];
+      series.sum += delta[sumsAt + slot] / 1e6;
     }
   }
 
@@ -67,9 +68,5 @@ export class ZoneHistogram {
       values.push({ metricName: `${name}_count`, labels: { region, zone }, value: cumulative });
     }
     return { name, help: this.help, type: this.type, aggregator: this.aggregator, values };
-  }
-
-  reset(): void {
-    this.#series.clear();
   }
 }
