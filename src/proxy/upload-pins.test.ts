@@ -1,9 +1,12 @@
 // Upload pinning: a chunked upload's later chunks follow the region that served its first chunk, per client and
-// path, including node-appwrite's 8 concurrent chunks, until the pin has been idle for its ttl.
+// path, including node-appwrite's 8 concurrent chunks, until the pin has been idle for its ttl; in every thread.
 import { describe, expect, it } from 'vitest';
+import { once } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
 import { UploadPins } from './upload-pins.ts';
+import type { WorkerInput, WorkerResult } from '../../test/support/shared-pin-table-worker.ts';
 
 const PATH = '/v1/storage/buckets/photos/files';
 const ALICE = '81.2.69.142';
@@ -133,5 +136,53 @@ describe('UploadPins', () => {
     expect(pins.regionFor(chunk('a', 2), ALICE, PATH)).toBeUndefined();
     expect(pins.regionFor(chunk('b', 2), ALICE, PATH)).toBe('region-b');
     expect(pins.regionFor(chunk('c', 2), ALICE, PATH)).toBe('region-c');
+  });
+
+  it('a reload that brings new regions leaves every pin naming the region it named', () => {
+    const pins = new UploadPins(HOUR, 100);
+    pins.served(chunk('a', 1), ALICE, PATH, 'eu-south');
+    pins.served(chunk('b', 1), ALICE, PATH, 'us-west');
+    pins.prepare(2 * HOUR, 50)();
+    pins.served(chunk('c', 1), ALICE, PATH, 'ap-east');
+    pins.served(chunk('d', 1), ALICE, PATH, 'eu-south');
+    expect(['a', 'b', 'c', 'd'].map((id) => pins.regionFor(chunk(id, 2), ALICE, PATH))).toEqual(['eu-south', 'us-west', 'ap-east', 'eu-south']);
+  });
+});
+
+describe('UploadPins across threads', () => {
+  it('a view of the same memory reads the pins another made, whatever order each met the regions in', () => {
+    const pins = new UploadPins(HOUR, 100);
+    const view = new UploadPins(structuredClone(pins.memory));
+    pins.served(chunk('a', 1), ALICE, PATH, 'eu-south');
+    view.served(chunk('b', 1), ALICE, PATH, 'us-west');
+    view.served(chunk('c', 1), ALICE, PATH, 'eu-south');
+    pins.served(firstChunk, BOB, PATH, 'us-west');
+    expect(['a', 'b', 'c'].map((id) => pins.regionFor(chunk(id, 2), ALICE, PATH))).toEqual(['eu-south', 'us-west', 'eu-south']);
+    expect(view.regionFor(chunk('d', 1), BOB, PATH)).toBe('us-west');
+    expect([pins.entries, view.entries]).toEqual([
+      { uploads: 4, firstChunks: 1 },
+      { uploads: 4, firstChunks: 1 },
+    ]);
+  });
+
+  it('two threads pinning at once, meeting the regions in opposite orders, read each other\'s pins by name', async () => {
+    const pins = new UploadPins(HOUR, 10_000);
+    const regions = ['us-west', 'us-east', 'eu-north', 'eu-south', 'ap-east'];
+    const control = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+    const results = await Promise.all(
+      ([0, 1] as const).map(async (thread) => {
+        const input: WorkerInput = { thread, control, scenario: { kind: 'upload-pins', pins: pins.memory, uploads: 2_000, regions } };
+        const worker = new Worker(new URL('../../test/support/shared-pin-table-worker.ts', import.meta.url), { workerData: input });
+        const exited = once(worker, 'exit');
+        const [result] = (await once(worker, 'message')) as [WorkerResult];
+        await exited;
+        return result;
+      }),
+    );
+    expect(results.map((r) => [r.hits, r.wrong])).toEqual([
+      [2_000, 0],
+      [2_000, 0],
+    ]);
+    expect(pins.entries).toEqual({ uploads: 4_000, firstChunks: 0 });
   });
 });
