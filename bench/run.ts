@@ -67,7 +67,7 @@ async function main(): Promise<number> {
     '',
     ...uploadTable(uploads),
     '',
-    '### Goals (DESIGN.md §11)',
+    '### Goals (see the README, Benchmarks)',
     '',
     ...goalLines(small, halfRate, uploads),
     '',
