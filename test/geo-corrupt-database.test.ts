@@ -1,19 +1,16 @@
 // A geo database whose records decode to impossible coordinates is refused, at open and on hot reload through a
 // running Meridian, and the old database keeps serving: MaxMind's broken reference files and synthesized ones.
-import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GeoDatabaseError, openGeoDatabase } from '../src/geo/database.ts';
 import { json, send, startProxy, startUpstream, until } from './support/harness.ts';
 import type { RunningProxy, Upstream } from './support/harness.ts';
 import { double, writeMmdb } from './support/mmdb-writer.ts';
 import type { MmdbValue } from './support/mmdb-writer.ts';
+import { hasReferenceGeoData, referenceGeoFile } from './support/reference-geo-data.ts';
 
-const root = new URL('../../shared/geo-test-data/', import.meta.url);
-const reference = (name: string) => fileURLToPath(new URL(name, root));
 
 let dir: string;
 let upstream: Upstream;
@@ -55,27 +52,21 @@ async function reloadThroughMeridian(path: string, bad: Uint8Array): Promise<{ l
 
 const located = async (adminPort: number, ip: string) => json(await send(adminPort, { path: `/route?ip=${ip}` })).location;
 
-if (!existsSync(root)) {
-  it('needs the reference geo data', () => {
-    const message = `reference geo data not found at ${fileURLToPath(root)}; CI provides it`;
-    expect(process.env.CI, message).toBeFalsy();
-    console.warn(message);
-  });
-} else {
+if (hasReferenceGeoData()) {
   describe("MaxMind's broken reference files", () => {
     it.each([
       ['GeoIP2-City-Test-Broken-Double-Format.mmdb', 'location.latitude of 81.2.69.142 decodes to 1.79e-52, not a coordinate'],
       ['GeoIP2-City-Test-Invalid-Node-Count.mmdb', 'node_count 100000 does not fit the file'],
       ['MaxMind-DB-test-broken-pointers-24.mmdb', 'probe lookup failed (Unknown type'],
     ])('%s is refused at open, naming the file and what is wrong', async (name, problem) => {
-      const error = await refusal(reference(name));
-      expect(error.message).toContain(`geo database ${reference(name)}: ${problem}`);
+      const error = await refusal(referenceGeoFile(name));
+      expect(error.message).toContain(`geo database ${referenceGeoFile(name)}: ${problem}`);
     });
 
     it('a hot reload to the broken-double file is refused, and clients stay where the good database put them', async () => {
       const path = join(await mkdtemp(join(dir, 'broken-double-')), 'GeoIP2-City.mmdb');
-      await copyFile(reference('GeoIP2-City-Test.mmdb'), path);
-      const broken = await readFile(reference('GeoIP2-City-Test-Broken-Double-Format.mmdb'));
+      await copyFile(referenceGeoFile('GeoIP2-City-Test.mmdb'), path);
+      const broken = await readFile(referenceGeoFile('GeoIP2-City-Test-Broken-Double-Format.mmdb'));
       const { line, adminPort } = await reloadThroughMeridian(path, broken);
       expect(line).toContain(`geo database ${path} rejected, the previous one keeps serving`);
       expect(line).toContain('location.latitude of 81.2.69.142 decodes to 1.79e-52, not a coordinate');

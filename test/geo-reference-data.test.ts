@@ -1,10 +1,9 @@
-// Compatibility with MaxMind's reference files in ../shared/geo-test-data (beside the checkout; CI provides them):
+// Compatibility with MaxMind's reference files (test/support/reference-geo-data.ts):
 // the official GeoIP2/GeoLite2 test databases answer as documented, and no corrupt file crashes, opened or hot-reloaded.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Reader } from 'maxmind';
 import type { Response } from 'maxmind';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,17 +11,12 @@ import { GeoDatabaseError, openGeoDatabase } from '../src/geo/database.ts';
 import type { GeoDatabase, GeoLocation } from '../src/geo/database.ts';
 import { GeoLocator } from '../src/geo/locator.ts';
 import type { GeoReloadEvent } from '../src/geo/locator.ts';
+import { hasReferenceGeoData, REFERENCE_GEO_DATA, referenceGeoFile } from './support/reference-geo-data.ts';
 
-const root = new URL('../../shared/geo-test-data/', import.meta.url);
+const root = REFERENCE_GEO_DATA;
 
-if (!existsSync(root)) {
-  it('needs the reference geo data', () => {
-    const message = `reference geo data not found at ${fileURLToPath(root)}; CI provides it`;
-    expect(process.env.CI, message).toBeFalsy();
-    console.warn(message);
-  });
-} else {
-  const reference = (name: string) => fileURLToPath(new URL(name, root));
+if (hasReferenceGeoData()) {
+  const reference = referenceGeoFile;
   const countries: Record<string, { continent: string; lat: number; lon: number }> = JSON.parse(
     readFileSync(new URL('../geo-data/countries.json', import.meta.url), 'utf8'),
   );
