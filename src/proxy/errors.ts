@@ -121,19 +121,21 @@ export function sendError(req: IncomingMessage, res: ServerResponse, error: Prox
     headers['vary'] = 'Origin';
   }
   if (requestId) headers['x-request-id'] = requestId;
-  if (bodyStillArriving(req)) {
-    // Answered before the whole body arrived: what is left of it cannot be told apart from a next request on this
-    // connection, so the connection closes after the answer, and the rest is read and dropped until it does.
-    res.shouldKeepAlive = false;
-    req.resume();
-  }
+  // Nothing will consume the rest of the body now: read and drop it until the connection closes.
+  if (closeIfBodyArriving(req, res)) req.resume();
   res.writeHead(error.status, headers);
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
-/** True while a request that has a body has not received all of it. */
-export function bodyStillArriving(req: IncomingMessage): boolean {
+/**
+ * The one rule for an answer that starts while the request body is still arriving (Meridian's own error, `OPTIONS *`,
+ * an upstream's early 413): what is left of the body cannot be told apart from a next request on this connection, so
+ * the connection closes after the answer. Must run before the response head is written. True when it applied.
+ */
+export function closeIfBodyArriving(req: IncomingMessage, res: ServerResponse): boolean {
   if (req.complete) return false;
   const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  if (req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return false;
+  res.shouldKeepAlive = false;
+  return true;
 }

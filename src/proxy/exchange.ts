@@ -8,7 +8,7 @@ import type { GeoLocation } from '../geo/database.ts';
 import type { RouteDecision, RouteFacts } from '../routing/types.ts';
 import type { DataPlane } from './plane.ts';
 import { downstreamResponseHeaders, type ForwardingFacts } from './headers.ts';
-import { fenceExhausted, KINDS, ProxyError, sendError, translateUpstreamError, type ProxyErrorKind } from './errors.ts';
+import { closeIfBodyArriving, fenceExhausted, KINDS, ProxyError, sendError, translateUpstreamError, type ProxyErrorKind } from './errors.ts';
 import { pickInZone } from '../routing/p2c.ts';
 import { exchangeEnd, exchangeFailover } from './events.ts';
 import { recordExchange, recordFailover, type RetryReason } from './record.ts';
@@ -182,9 +182,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       plane.uploadPins.served(this.req.headers, this.clientIp, this.req.url ?? '/', endpoint.region);
     }
     const extra = plane.routingHeaders[endpoint.index];
-    // The upstream answered before the client finished its body (a 413, a 401 on an upload): the rest of the body would
-    // be read as the next request, so this connection ends with the answer.
-    if (this.body === this.req && !this.req.complete) this.res.shouldKeepAlive = false;
+    // The upstream answered before the client finished its body (a 413, a 401 on an upload).
+    closeIfBodyArriving(this.req, this.res);
     this.res.writeHead(statusCode, statusMessage || undefined, downstreamResponseHeaders(headers, extra));
   }
 

@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Socket, AddressInfo } from 'node:net';
 import { CURRENT_EXCHANGE, Exchange, MeridianResponse, type ExchangeSocket } from './exchange.ts';
 import { upstreamRequestHeaders } from './headers.ts';
-import { bodyStillArriving, KINDS, ProxyError } from './errors.ts';
+import { closeIfBodyArriving, KINDS, ProxyError } from './errors.ts';
 import { ASTERISK_ALLOW, settleTarget, type TargetVerdict } from './request-target.ts';
 import { rejectMalformed } from './client-error.ts';
 import { handleUpgrade } from './websocket.ts';
@@ -131,7 +131,7 @@ function answerTarget(exchange: Exchange, target: Exclude<TargetVerdict, 'proxy'
     exchange.fail(new ProxyError(KINDS.badRequest, undefined, BAD_TARGET));
     return;
   }
-  if (bodyStillArriving(exchange.req)) res.shouldKeepAlive = false;
+  closeIfBodyArriving(exchange.req, res);
   exchange.req.resume();
   res.writeHead(200, { allow: ASTERISK_ALLOW, 'content-length': 0, 'x-request-id': exchange.requestId });
   res.end();
