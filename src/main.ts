@@ -5,6 +5,7 @@ import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MeridianConfig } from './config/types.ts';
 import { GeoLocator, DEFAULT_GEO_DATABASES } from './geo/locator.ts';
+import { GeoDatabaseError } from './geo/database.ts';
 import { UploadPins } from './proxy/upload-pins.ts';
 import type { DataPlane, Traffic } from './proxy/plane.ts';
 import { ProxyServer } from './proxy/server.ts';
@@ -67,7 +68,11 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   const locator = await GeoLocator.open(initial.geo.databases ?? DEFAULT_GEO_DATABASES, {
     cacheSize: initial.geo.cacheSize,
     onReload: ({ path, ok, error }) =>
-      console.error(ok ? `meridian: geo database ${path} reloaded` : `meridian: geo database ${path} rejected, the previous one keeps serving: ${error?.message}`),
+      console.error(
+        ok
+          ? `meridian: geo database ${path} reloaded`
+          : `meridian: geo database ${path} rejected, the previous one keeps serving: ${error instanceof GeoDatabaseError ? error.problem : error?.message}`,
+      ),
   });
   locator.watch();
   const { ttl, maxEntries } = initial.routing.uploadPinning;

@@ -132,6 +132,8 @@ describe('synthesized databases with impossible coordinates', () => {
     const { line, adminPort } = await reloadThroughMeridian(path, cases[0][1]());
     expect(line).toContain(`geo database ${path} rejected, the previous one keeps serving`);
     expect(line).toContain(cases[0][2]);
+    // The file is named once, not again in the reason.
+    expect(line.split(path)).toHaveLength(2);
     expect(await located(adminPort, '89.160.20.112')).toMatchObject({ lat: 59.3293, lon: 18.0686 });
   });
 });

@@ -49,9 +49,12 @@ export interface GeoDatabase {
 
 export class GeoDatabaseError extends Error {
   readonly code = 'GEO_DATABASE_INVALID';
+  /** What is wrong, without the file name the message starts with. */
+  readonly problem: string;
   constructor(path: string, problem: string, cause?: unknown) {
     super(`geo database ${path}: ${problem}`, { cause });
     this.name = 'GeoDatabaseError';
+    this.problem = problem;
   }
 }
 
