@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compileConfig } from '../src/config/compile.ts';
 import { ConfigError } from '../src/config/errors.ts';
-import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LISTEN_PORT, DEFAULT_MAX_ATTEMPTS } from '../src/config/defaults.ts';
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LISTEN_PORT, DEFAULT_MAX_ATTEMPTS, DEFAULT_WORKERS } from '../src/config/defaults.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'src/cli/index.ts');
@@ -130,6 +130,45 @@ describe('compileConfig', () => {
       'regions.us-west.zones.az-1.endpoints[0]: an endpoint is an origin (scheme, host, port); drop the path',
       'regions.us-east.zones.az-2.endpoints[0]: duplicate of regions.us-west.zones.az-3.endpoints[0]',
     ]);
+  });
+
+  test('workers is auto or a whole number of at least 1, auto when absent', () => {
+    expect(DEFAULT_WORKERS).toBe('auto');
+    expect(compileConfig(valid(), {}).workers).toBe('auto');
+    expect(compileConfig({ ...valid(), workers: 'auto' }, {}).workers).toBe('auto');
+    expect(compileConfig({ ...valid(), workers: 4 }, {}).workers).toBe(4);
+    expect(compileConfig({ ...valid(), workers: 1 }, {}).workers).toBe(1);
+  });
+
+  test.each([
+    [0, 'not a worker count (0); use auto or a whole number of at least 1'],
+    [-1, 'not a worker count (-1); use auto or a whole number of at least 1'],
+    [1.5, 'not a worker count (1.5); use auto or a whole number of at least 1'],
+    ['many', 'not a worker count ("many"); use auto or a whole number of at least 1'],
+    ['4', 'not a worker count ("4"); use auto or a whole number of at least 1'],
+  ])('workers: %j is rejected, naming the field', (workers, message) => {
+    expect(problems({ ...valid(), workers })).toEqual([`workers: ${message}`]);
+  });
+
+  test('config.input compiles again, with no environment, to an equal config (what a data-plane thread does)', () => {
+    const raw = valid();
+    raw.workers = 2;
+    raw.geo = { trustedProxies: ['10.0.0.0/8', '2001:db8::/32'] };
+    const config = compileConfig(raw, { MERIDIAN_REGION: 'us-west', MERIDIAN_ZONE: 'az-3', MERIDIAN_ADMIN_TOKEN: 'a-token-of-sixteen-chars' });
+    // The overrides are baked into input; the caller's object is left as it was, unfrozen.
+    expect(config.input).toMatchObject({ self: { region: 'us-west', zone: 'az-3' }, admin: { token: 'a-token-of-sixteen-chars' } });
+    expect(raw.self).toEqual({ region: 'us-east', zone: 'az-1' });
+    expect(Object.isFrozen(raw) || Object.isFrozen(raw.regions) || Object.isFrozen(raw.geo.trustedProxies)).toBe(false);
+    expect(Object.isFrozen((config.input as Record<string, any>).regions['us-west'].zones)).toBe(true);
+    // Plain data, so it crosses postMessage; the compiled config (CIDR sets) would not compile the same way again.
+    const again = compileConfig(structuredClone(config.input), {});
+    expect(again).toStrictEqual(config);
+    expect(again.topology.self).toEqual({ region: 'us-west', zone: 'az-3' });
+    expect(again.admin.token).toBe('a-token-of-sixteen-chars');
+    // toStrictEqual cannot see a CidrSet's private ranges: ask the rebuilt one.
+    expect(['10.1.2.3', '2001:db8::1', '192.168.1.1'].map((ip) => again.geo.trustedProxies.has(ip))).toEqual([true, true, false]);
+    // The frozen input itself compiles too.
+    expect(compileConfig(config.input, {})).toStrictEqual(config);
   });
 
   test('geo.clientIpHeader joins the client-address headers dropped from untrusted peers, and may not be Host', () => {

@@ -32,7 +32,9 @@ export function compileConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env
   const problems: ConfigProblem[] = [];
   const config = build(parsed.data, problems);
   if (problems.length > 0) throw new ConfigError(problems, source);
-  return deepFreeze(config);
+  // A copy: applyEnv shares nested objects with the caller's `raw`, which freezing must not reach. The schema
+  // accepted it, so it is plain data (YAML or JSON) that structuredClone copies whole.
+  return deepFreeze({ input: structuredClone(withEnv), ...config });
 }
 
 /** The config as a whole must be a mapping of sections; YAML reads an empty file (or only comments) as null. */
@@ -57,7 +59,7 @@ function applyEnv(raw: unknown, env: NodeJS.ProcessEnv): unknown {
   return out;
 }
 
-function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig {
+function build(parsed: ParsedConfig, problems: ConfigProblem[]): Omit<MeridianConfig, 'input'> {
   const topology = buildTopology(parsed, problems);
   const { websocketIdle } = parsed.timeouts;
   if (websocketIdle !== 0 && websocketIdle < MIN_WEBSOCKET_IDLE_TIMEOUT_MS) {
@@ -65,6 +67,7 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): MeridianConfig 
   }
   return {
     topology,
+    workers: parsed.workers,
     geo: compileGeo(parsed.geo, problems),
     routing: compileRouting(parsed.routing, new Set(topology.regions.map((r) => r.name)), problems),
     listen: parsed.listen,

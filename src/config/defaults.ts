@@ -1,5 +1,8 @@
 // Every default the configuration falls back to, in one place so the README and the code agree.
 
+/** One data-plane worker thread per CPU this process may use (affinity mask and cgroup CPU quota). */
+export const DEFAULT_WORKERS = 'auto';
+
 export const DEFAULT_LISTEN_HOST = '0.0.0.0';
 export const DEFAULT_LISTEN_PORT = 8080;
 export const DEFAULT_ADMIN_HOST = '127.0.0.1';

@@ -16,14 +16,18 @@ describe('restartRequired', () => {
     ['the port', raw({ listen: { host: '127.0.0.1', port: 8081 }, probe: {} }), ['listen.port']],
     ['the header limit and the admin address', raw({ listen: { host: '127.0.0.1', port: 8080, maxHeaderBytes: 4096 }, admin: { host: '0.0.0.0', port: 9091 }, probe: {} }), ['listen.maxHeaderBytes', 'admin.host', 'admin.port']],
     ['the token only (it applies live)', raw({ listen: { host: '127.0.0.1', port: 8080 }, admin: { token: 'a-token-of-sixteen-chars' }, probe: {} }), []],
+    ['the worker count', raw({ workers: 4, listen: { host: '127.0.0.1', port: 8080 }, probe: {} }), ['workers']],
+    ['workers written out as the default it was', raw({ workers: 'auto', listen: { host: '127.0.0.1', port: 8080 }, probe: {} }), []],
   ])('%s', (_name, next, expected) => {
     expect(restartRequired(started, compileConfig(next, {}))).toEqual(expected);
   });
 
   test('every field it names is one the compiled config has', () => {
     for (const field of RESTART_ONLY_FIELDS) {
-      const [section, key] = field.split('.');
-      expect(Object.keys((started as unknown as Record<string, object>)[section])).toContain(key);
+      const path = field.split('.');
+      const key = path.pop()!;
+      const section = path.reduce<Record<string, unknown>>((at, name) => at[name] as Record<string, unknown>, started as unknown as Record<string, unknown>);
+      expect(Object.keys(section), field).toContain(key);
     }
   });
 });

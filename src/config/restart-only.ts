@@ -2,8 +2,12 @@
 // these instead of reporting them applied.
 import type { MeridianConfig } from './types.ts';
 
-/** Read once, when the listeners are bound (and node fixes `maxHeaderSize` at server creation). */
+/**
+ * Read once, when the listeners are bound (and node fixes `maxHeaderSize` at server creation), or, for `workers`,
+ * when the data-plane threads are started.
+ */
 const RESTART_ONLY: readonly (readonly [string, (config: MeridianConfig) => unknown])[] = [
+  ['workers', (c) => c.workers],
   ['listen.host', (c) => c.listen.host],
   ['listen.port', (c) => c.listen.port],
   ['listen.maxHeaderBytes', (c) => c.listen.maxHeaderBytes],

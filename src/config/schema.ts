@@ -29,6 +29,14 @@ function isHttpUrl(value: string): boolean {
 
 const endpoint = z.string().refine(isHttpUrl, 'not an http(s) URL');
 
+function notWorkers(issue: { input?: unknown }): string {
+  const got = typeof issue.input === 'number' ? String(issue.input) : JSON.stringify(issue.input);
+  return `not a worker count (${got}); use auto or a whole number of at least 1`;
+}
+
+/** `auto` (one data-plane thread per usable CPU) or a whole number of threads; every rejection gets the same message. */
+const workers = z.union([z.literal('auto'), z.number().int({ error: notWorkers }).min(1, { error: notWorkers })], { error: notWorkers });
+
 const zone = z.strictObject({
   endpoints: z.array(endpoint).min(1, 'a zone needs at least one endpoint'),
 });
@@ -97,6 +105,7 @@ function selfInTopology(config: { self: unknown; regions: unknown }, ctx: z.Refi
 
 export const configSchema = z.strictObject({
   self: z.strictObject({ region: z.string(), zone: z.string() }),
+  workers: workers.default(d.DEFAULT_WORKERS),
   listen: z
     .strictObject({
       host: z.string().default(d.DEFAULT_LISTEN_HOST),

@@ -93,7 +93,16 @@ export interface AllowedHost {
 }
 
 export interface MeridianConfig {
+  /**
+   * The config as given, with the environment overrides applied (a deep-frozen copy of plain data). A data-plane
+   * worker thread compiles it again with `compileConfig(config.input, {})`, because the compiled config holds class
+   * instances (CIDR sets and the like) that do not survive postMessage; that yields a config equal to this one, with
+   * no environment needed. It holds `admin.token` like the compiled config does: never log or serve it.
+   */
+  readonly input: unknown;
   readonly topology: Topology;
+  /** Data-plane worker threads: `auto` (one per usable CPU, see src/control/cpus.ts) or a count; restart-only. */
+  readonly workers: 'auto' | number;
   readonly geo: GeoSettings;
   readonly routing: RoutingPolicy;
   readonly listen: { readonly host: string; readonly port: number; readonly maxHeaderBytes: number };
