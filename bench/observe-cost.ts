@@ -31,7 +31,7 @@ async function serve(configPath: string, observers: string): Promise<void> {
   const meridian = await startMeridian(await loadConfigFile(configPath));
   if (observers === 'plain') {
     // Nobody subscribed: the data plane's `hasSubscribers` checks skip publishing altogether.
-    meridian.recorder.close();
+    meridian.recorder?.close();
     meridian.runtime.metrics.close();
   }
   await once(process, 'SIGTERM');

@@ -7,28 +7,38 @@ import type { MeridianConfig } from './config/types.ts';
 import { GeoLocator, DEFAULT_GEO_DATABASES } from './geo/locator.ts';
 import { GeoDatabaseError } from './geo/database.ts';
 import { UploadPins } from './proxy/upload-pins.ts';
-import type { DataPlane, Traffic } from './proxy/plane.ts';
-import { ProxyServer } from './proxy/server.ts';
+import { Traffic, type DataPlane } from './proxy/plane.ts';
 import type { HealthState } from './health/state.ts';
 import type { Readiness } from './health/readiness.ts';
 import { ControlPlane } from './control/control-plane.ts';
 import type { ReloadResult } from './control/reload-steps.ts';
+import { resolveWorkers } from './control/cpus.ts';
+import { chooseWorkerCount } from './control/reuse-port.ts';
+import type { DataPlaneHost, WorkerView } from './control/data-plane-host.ts';
+import { InProcessDataPlane } from './control/in-process.ts';
+import { WorkerSupervisor } from './control/supervisor.ts';
 import { createAdminApp } from './admin/app.ts';
 import { listenAdmin } from './admin/server.ts';
 import { createProbeApp } from './admin/probe.ts';
 import { startMetrics, type MetricsExporter } from './observe/metrics.ts';
 import { startTrafficSummary, type TrafficSummarizer } from './observe/summary.ts';
 import { TrafficCatalog } from './observe/traffic-tables.ts';
-import { TrafficRecorder } from './observe/recorder.ts';
-import { startAccessLog, type LogDestination } from './observe/access-log.ts';
+import type { TrafficRecorder } from './observe/recorder.ts';
+import { ThreadStats } from './observe/thread-stats.ts';
+import type { LogDestination } from './observe/access-log.ts';
 
 export type { ReloadResult };
 
 /** What the admin plane and the observers may read and do; the data plane never sees it. */
 export interface MeridianRuntime {
   readonly startedAt: number;
+  /** The process's exchange counters, and draining; with `workers: 1` also the serving thread's connections and tunnels. */
   readonly traffic: Traffic;
+  /** Per data-plane thread: geo lookups, requests, open connections and WebSockets. Scrapes add the rows up. */
+  readonly stats: ThreadStats;
   readonly locator: GeoLocator;
+  /** Where the data plane runs, and each of its threads. */
+  workers(): { readonly mode: DataPlaneHost['mode']; readonly restarts: number; readonly threads: readonly WorkerView[] };
   /** The snapshot requests are being served with now. */
   plane(): DataPlane;
   health(): HealthState;
@@ -51,8 +61,13 @@ export interface Meridian {
   /** The public readiness listener's address, or null when the config has no `probe` section. */
   readonly probeAddress: AddressInfo | null;
   readonly runtime: MeridianRuntime;
-  /** Counts this thread's exchange records into the tables the metrics and the summary read; `close()` stops it. */
-  readonly recorder: TrafficRecorder;
+  /**
+   * With the data plane on this thread (`workers: 1`), what counts its exchange records into the tables the metrics
+   * and the summary read (`close()` stops it); null when worker threads serve, each counting on its own.
+   */
+  readonly recorder: TrafficRecorder | null;
+  /** The worker threads, when they serve; tests reach the test hooks through it. */
+  readonly supervisor: WorkerSupervisor | null;
   /** README, Operations, Shutdown: readiness off, drain delay, stop accepting, wait for in-flight, end the rest. */
   shutdown(): Promise<void>;
 }
@@ -60,61 +75,85 @@ export interface Meridian {
 export interface StartOptions {
   /** The file the config came from, so `POST /reload` and SIGHUP can read it again. */
   readonly configPath?: string;
-  /** Where access-log lines go when `accessLog.mode` is on; default stdout, written asynchronously. */
+  /** Where access-log lines go when `accessLog.mode` is on; default stdout, written asynchronously. With worker threads, each writes to stdout. */
   readonly accessLog?: LogDestination;
+  /** A worker that has not answered the control plane for this long is replaced; default 10 s. */
+  readonly watchdogMs?: number;
+  /** Let tests crash or stall a worker through `supervisor.poke`. */
+  readonly testHooks?: boolean;
 }
 
+const DEFAULT_WATCHDOG_MS = 10_000;
+
 export async function startMeridian(initial: MeridianConfig, options: StartOptions = {}): Promise<Meridian> {
+  const threads = await chooseWorkerCount(resolveWorkers(initial.workers));
+  if (threads > 1 && options.accessLog !== undefined) throw new Error('an access-log destination object needs the data plane on this thread (workers: 1); worker threads write to stdout');
+  const stats = new ThreadStats(threads);
+  // With one thread the data plane runs here and counts into row 0; workers count into their own rows.
+  const here = threads === 1 ? stats.row(0) : undefined;
+  let control: ControlPlane | undefined;
   const locator = await GeoLocator.open(initial.geo.databases ?? DEFAULT_GEO_DATABASES, {
     cacheSize: initial.geo.cacheSize,
+    stats: here,
     onReload: ({ path, ok, error }) =>
       console.error(
         ok
           ? `meridian: geo database ${path} reloaded`
           : `meridian: geo database ${path} rejected, the previous one keeps serving: ${error instanceof GeoDatabaseError ? error.problem : error?.message}`,
       ),
+    onPublish: () => control?.geoPublished(),
   });
   locator.watch();
   const { ttl, maxEntries } = initial.routing.uploadPinning;
-  const control = new ControlPlane(initial, locator, new UploadPins(ttl, maxEntries), options.configPath);
-  const proxy = new ProxyServer(control.plane());
-  control.attach(proxy);
+  const catalog = new TrafficCatalog();
+  const traffic = new Traffic(Traffic.allocate(), here);
+  control = new ControlPlane(initial, { locator, uploadPins: new UploadPins(ttl, maxEntries), catalog, traffic, configPath: options.configPath });
+  const controlPlane = control;
+
+  const supervisor =
+    threads === 1
+      ? null
+      : new WorkerSupervisor({
+          count: threads,
+          host: initial.listen.host,
+          port: initial.listen.port,
+          stats,
+          traffic: traffic.buffer,
+          watchdogMs: options.watchdogMs ?? DEFAULT_WATCHDOG_MS,
+          testHooks: options.testHooks ?? false,
+          onThreshold: (tables, index, now) => controlPlane.thresholdReached(tables, index, now),
+          onRestart: () => runtime.metrics.recordWorkerRestart(),
+        });
+  const inProcess = supervisor === null ? new InProcessDataPlane(control.plane(), catalog, stats, options.accessLog) : null;
+  const dataPlane: DataPlaneHost = supervisor ?? inProcess!;
 
   const core: Omit<MeridianRuntime, 'metrics' | 'summary'> = {
     startedAt: control.startedAt,
-    traffic: control.traffic,
+    traffic,
+    stats,
     locator,
-    plane: () => control.plane(),
-    health: () => control.health(),
-    configVersion: () => control.configVersion(),
-    restartRequired: () => control.restartRequired(),
-    ready: () => control.ready(),
-    reload: () => control.reload(),
+    workers: () => ({ mode: dataPlane.mode, restarts: dataPlane.restarts, threads: dataPlane.workers() }),
+    plane: () => controlPlane.plane(),
+    health: () => controlPlane.health(),
+    configVersion: () => controlPlane.configVersion(),
+    restartRequired: () => controlPlane.restartRequired(),
+    ready: () => controlPlane.ready(),
+    reload: () => controlPlane.reload(),
   };
-  // Observers subscribe before the proxy accepts, so the first request is counted. The recorder shares this thread with
-  // the catalog, so a record of a topology with a new zone or region widens the tables on the spot.
-  const tables = new TrafficCatalog();
-  const recorder = new TrafficRecorder(tables.describe(control.plane().config.topology), (topology) => tables.describe(topology)).subscribe();
-  const runtime: MeridianRuntime = { ...core, metrics: startMetrics(core, tables), summary: startTrafficSummary(core, tables) };
-  const accessLog = startAccessLog(core, options.accessLog);
-  control.onReloaded((result) => {
-    runtime.metrics.recordReload(result.ok);
-    if (result.ok) accessLog.reconfigure();
-  });
-  const stopObservers = async (): Promise<void> => {
-    recorder.close();
-    runtime.metrics.close();
-    await accessLog.close();
-  };
+  const runtime: MeridianRuntime = { ...core, metrics: startMetrics(core, catalog), summary: startTrafficSummary(core, catalog) };
+  control.onReloaded((result) => runtime.metrics.recordReload(result.ok));
+  // Snapshots flow from here on; the observers are subscribed before anything accepts, so the first request counts.
+  control.attach(dataPlane);
 
   const { config } = control;
-  const proxyAddress = await proxy.listen(config.listen.host, config.listen.port);
   // The admin plane, and the public probe listener when configured; both stay up until shutdown ends, so
   // checkers see /readyz turn 503 for the whole drain.
   const controlServers: Server[] = [];
+  let proxyAddress: AddressInfo;
   let adminAddress: AddressInfo;
   let probeAddress: AddressInfo | null = null;
   try {
+    proxyAddress = await dataPlane.start();
     const admin = await listenAdmin(createAdminApp(runtime), config.admin.host, config.admin.port);
     controlServers.push(admin.server);
     adminAddress = admin.address;
@@ -125,21 +164,30 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     }
   } catch (err) {
     for (const server of controlServers) server.close();
-    await proxy.close(0);
+    await dataPlane.close(0);
     await control.close();
-    await stopObservers();
+    runtime.metrics.close();
     throw err;
   }
 
   let stopping: Promise<void> | undefined;
   const shutdown = async (): Promise<void> => {
-    control.traffic.draining = true;
-    const { drainDelay, drainTimeout } = control.config.shutdown;
+    traffic.draining = true;
+    dataPlane.drain();
+    const { drainDelay, drainTimeout } = controlPlane.config.shutdown;
     if (drainDelay > 0) await sleep(drainDelay);
-    await proxy.close(drainTimeout);
-    await control.close();
-    await stopObservers();
+    await dataPlane.close(drainTimeout);
+    await controlPlane.close();
+    runtime.metrics.close();
     await Promise.all(controlServers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   };
-  return { proxyAddress, adminAddress, probeAddress, runtime, recorder, shutdown: () => (stopping ??= shutdown()) };
+  return {
+    proxyAddress,
+    adminAddress,
+    probeAddress,
+    runtime,
+    recorder: inProcess?.recorder ?? null,
+    supervisor,
+    shutdown: () => (stopping ??= shutdown()),
+  };
 }

@@ -160,6 +160,8 @@ describe('access log', () => {
     const yaml = (mode: string): string =>
       [
         'self: { region: local, zone: az-1 }',
+        // The test's own log destination works only with the data plane on this thread.
+        'workers: 1',
         'listen: { host: 127.0.0.1, port: 0 }',
         'admin: { host: 127.0.0.1, port: 0 }',
         'regions:',

@@ -71,7 +71,8 @@ function configFor(sections: Sections = {}): Record<string, unknown> {
     health: { interval: '1h' },
     shutdown: { drainDelay: 0 },
   };
-  const out: Record<string, unknown> = { ...base };
+  // One data-plane thread: the status figures below (cache bound, counts) are then this thread's own.
+  const out: Record<string, unknown> = { ...base, workers: 1 };
   for (const [section, values] of Object.entries(sections)) out[section] = { ...base[section], ...values };
   return out;
 }

@@ -4,6 +4,7 @@ import type { MeridianRuntime } from '../main.ts';
 import { DEFAULT_GEO_DATABASES, type GeoOutcome } from '../geo/locator.ts';
 import type { TrafficSummary } from '../observe/summary.ts';
 import { MERIDIAN_VERSION } from '../version.ts';
+import { STAT } from '../observe/thread-stats.ts';
 
 /** DB-IP Lite's licence asks for this attribution wherever its data is shown or used. */
 export const DBIP_CREDIT = 'IP geolocation by DB-IP (db-ip.com), CC BY 4.0';
@@ -68,6 +69,8 @@ export interface StatusReport {
   /** Chunked uploads pinned to a region (`routing.uploadPinning`): the bounds in force and what is held. */
   readonly uploadPins: { readonly ttlMs: number; readonly maxEntries: number; readonly uploads: number; readonly firstChunks: number };
   readonly traffic: { readonly inflight: number; readonly connections: number; readonly websockets: number };
+  /** Where the data plane runs (`in-process` or `workers`), workers replaced since start, and each thread's counts. */
+  readonly workers: ReturnType<MeridianRuntime['workers']>;
   readonly summary: TrafficSummary;
 }
 
@@ -112,6 +115,7 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
     bundled: BUNDLED.has(db.path),
   }));
   const { traffic } = runtime;
+  const workers = runtime.workers();
   return {
     self: { region: self.region, zone: self.zone },
     version: { meridian: MERIDIAN_VERSION, config: runtime.configVersion() },
@@ -124,11 +128,13 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
     geo: {
       databases,
       credit: databases.some((db) => db.bundled) ? DBIP_CREDIT : null,
-      lookups: { ...runtime.locator.counts },
-      cache: runtime.locator.cache,
+      lookups: runtime.stats.geoLookups(),
+      // Each data-plane thread keeps its own cache of `geo.cacheSize` addresses.
+      cache: { max: config.geo.cacheSize * workers.threads.length, entries: runtime.stats.total(STAT.geoCached) },
     },
     uploadPins: { ttlMs: uploadPins.ttlMs, maxEntries: uploadPins.maxEntries, ...uploadPins.entries },
-    traffic: { inflight: traffic.inflight, connections: traffic.connections, websockets: traffic.tunnels.size },
+    traffic: { inflight: traffic.inflight, connections: runtime.stats.total(STAT.connections), websockets: runtime.stats.total(STAT.websockets) },
+    workers,
     summary: runtime.summary.snapshot(),
   };
 }

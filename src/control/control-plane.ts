@@ -1,6 +1,6 @@
 // The control plane: owns the config and its reloads, the health worlds, and the data-plane snapshots built from
 // them. It publishes each new snapshot to whatever serves the data plane; nothing on the request path calls into it.
-import type { MeridianConfig, Timeouts } from '../config/types.ts';
+import type { MeridianConfig } from '../config/types.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { ConfigError } from '../config/errors.ts';
 import { restartRequired } from '../config/restart-only.ts';
@@ -8,25 +8,45 @@ import { createGeoRouter } from '../routing/geo-router.ts';
 import type { GeoLocator } from '../geo/locator.ts';
 import type { UploadPins } from '../proxy/upload-pins.ts';
 import { UpstreamPools } from '../proxy/pools.ts';
-import { createDataPlane, Traffic, type DataPlane } from '../proxy/plane.ts';
+import { createDataPlane, type Traffic, type DataPlane } from '../proxy/plane.ts';
+import type { PlaneSnapshot } from '../proxy/snapshot.ts';
+import type { TrafficCatalog } from '../observe/traffic-tables.ts';
 import type { HealthState } from '../health/state.ts';
 import { healthChange } from '../health/events.ts';
 import { readiness, type Readiness } from '../health/readiness.ts';
 import { buildHealthWorld, sameHealthWorld, type HealthWorld } from './health-world.ts';
 import { describeReload, openDatabasesFor, type ReloadResult } from './reload-steps.ts';
 
-/** What serves the data plane: it takes each new snapshot whole, and the downstream timeouts of a reload. */
+/**
+ * What serves the data plane: it takes each new snapshot whole. `plane` is built on this thread (the in-process data
+ * plane serves it); `snapshot` describes the same state in plain data, for worker threads to build their own.
+ */
 export interface DataPlaneTarget {
-  plane: DataPlane;
-  applyTimeouts(timeouts: Timeouts): void;
+  publish(plane: DataPlane, snapshot: PlaneSnapshot): void;
+}
+
+/** The long-lived parts the control plane is built around; main.ts opens them. */
+export interface ControlPlaneParts {
+  readonly locator: GeoLocator;
+  readonly uploadPins: UploadPins;
+  /** The metric tables; every snapshot names the generation that covers its topology. */
+  readonly catalog: TrafficCatalog;
+  /** The process's exchange counters, and this thread's stats row when it serves the data plane itself. */
+  readonly traffic: Traffic;
+  /** The file the config came from, so a reload can read it again. */
+  readonly configPath: string | undefined;
 }
 
 export class ControlPlane {
   readonly startedAt = Date.now();
-  readonly traffic = new Traffic();
+  readonly traffic: Traffic;
   readonly pools = new UpstreamPools();
   readonly locator: GeoLocator;
   readonly uploadPins: UploadPins;
+  readonly #catalog: TrafficCatalog;
+  /** Numbers each geo database list and pin table set the workers have been sent, so they rebuild only what changed. */
+  readonly #generations = new WeakMap<object, number>();
+  #nextGeneration = 1;
   /** The config the process started with: restart-only fields are compared with it. */
   readonly #initial: MeridianConfig;
   readonly #configPath: string | undefined;
@@ -39,12 +59,14 @@ export class ControlPlane {
   /** Reloads queue: SIGHUP and POST /reload arriving together must not build against each other's half-swapped state. */
   #reloads: Promise<unknown> = Promise.resolve();
 
-  constructor(initial: MeridianConfig, locator: GeoLocator, uploadPins: UploadPins, configPath: string | undefined) {
+  constructor(initial: MeridianConfig, parts: ControlPlaneParts) {
     this.#initial = initial;
     this.#config = initial;
-    this.#configPath = configPath;
-    this.locator = locator;
-    this.uploadPins = uploadPins;
+    this.#configPath = parts.configPath;
+    this.locator = parts.locator;
+    this.uploadPins = parts.uploadPins;
+    this.#catalog = parts.catalog;
+    this.traffic = parts.traffic;
     this.#health = this.#buildHealth(initial);
     this.#plane = this.#planeFor(initial, this.#health);
   }
@@ -52,8 +74,33 @@ export class ControlPlane {
   /** Start serving: snapshots go to `target` from now on, and the active checks begin. */
   attach(target: DataPlaneTarget): void {
     this.#target = target;
-    target.plane = this.#plane;
+    target.publish(this.#plane, this.snapshot());
     this.#health.checker.start();
+  }
+
+  /** The current state in plain data, for a worker thread to build its data plane from. */
+  snapshot(): PlaneSnapshot {
+    const { locator, uploadPins } = this;
+    const world = this.#health;
+    const pins = uploadPins.memory;
+    return {
+      config: { version: this.#version, input: this.#config.input },
+      health: world.state.snapshot,
+      tables: { generation: world.generation, shared: world.tables },
+      geo: { generation: this.#generationOf(locator.open), databases: locator.published, cacheSize: this.#config.geo.cacheSize },
+      pins: { generation: this.#generationOf(pins.uploads), memory: pins },
+      trafficTables: this.#catalog.describe(this.#config.topology),
+    };
+  }
+
+  /** A worker's report that a run of failures reached the threshold; counters of a world since replaced are ignored. */
+  thresholdReached(tables: number, index: number, now: number): void {
+    if (tables === this.#health.generation) this.#health.outlier.thresholdReached(index, now);
+  }
+
+  /** A geo database file was swapped in: the workers attach to the new buffers (this thread's locator has already). */
+  geoPublished(): void {
+    this.#publish(this.#plane);
   }
 
   /** The snapshot requests are being served with now. */
@@ -153,11 +200,10 @@ export class ControlPlane {
     // The commit: reference swaps, none of which can fail.
     swapGeo();
     swapPins();
-    this.#target?.applyTimeouts(next.timeouts);
     this.#config = next;
     this.#health = world;
-    this.#publish(plane);
     this.#version++;
+    this.#publish(plane);
     if (world !== previous) {
       try {
         world.checker.start();
@@ -172,7 +218,7 @@ export class ControlPlane {
 
   #buildHealth(config: MeridianConfig): HealthWorld {
     // Health changes are rare; each builds a new router (and decision memo) and swaps the snapshot.
-    return buildHealthWorld(config, (world, change) => {
+    return buildHealthWorld(config, this.traffic.buffer, (world, change) => {
       if (world !== this.#health) return;
       this.#publish(this.#planeFor(this.#config, world));
       if (healthChange.hasSubscribers) healthChange.publish({ change, endpoint: world.endpoints[change.index] });
@@ -186,6 +232,12 @@ export class ControlPlane {
 
   #publish(plane: DataPlane): void {
     this.#plane = plane;
-    if (this.#target !== null) this.#target.plane = plane;
+    this.#target?.publish(plane, this.snapshot());
+  }
+
+  #generationOf(key: object): number {
+    let generation = this.#generations.get(key);
+    if (generation === undefined) this.#generations.set(key, (generation = this.#nextGeneration++));
+    return generation;
   }
 }

@@ -10,6 +10,7 @@ import { LRUCache } from 'lru-cache';
 import { openGeoDatabase } from './database.ts';
 import type { GeoDatabase, GeoDatabaseInfo, GeoLocation, PublishedGeoDatabase } from './database.ts';
 import { isPrivateAddress } from './private.ts';
+import { STAT, STAT_ROW } from '../observe/thread-stats.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -24,6 +25,8 @@ const GET_OPTIONS = {};
 const RELOAD_DEBOUNCE_MS = 200;
 
 export type GeoOutcome = 'hit' | 'miss' | 'private' | 'error';
+/** An address without a location, cached as the stats slot it counts into: a repeat costs one read and one add. */
+type Unlocated = typeof STAT.geoMiss | typeof STAT.geoPrivate | typeof STAT.geoError;
 
 export interface GeoReloadEvent {
   readonly path: string;
@@ -40,14 +43,14 @@ export interface GeoLocatorOptions {
    * control plane to post to the workers. A config reload's swap calls nothing: its caller reads `published`.
    */
   onPublish?: (published: readonly PublishedGeoDatabase[]) => void;
+  /** This thread's row of the shared thread stats (src/observe/thread-stats.ts); default, a row of its own. */
+  stats?: Float64Array;
 }
 
 export class GeoLocator {
-  /** Lookups by outcome since start, cached answers included; read by the metrics collector at scrape time. */
-  readonly counts: Record<GeoOutcome, number> = { hit: 0, miss: 0, private: 0, error: 0 };
-
-  // Unknown outcomes are cached as their counter name, so a repeated miss costs one cache read and no allocation.
-  #cache: LRUCache<string, GeoLocation | Exclude<GeoOutcome, 'hit'>>;
+  // Lookups by outcome, cached answers included, in this thread's stats row; the metrics add up every thread's.
+  readonly #stats: Float64Array;
+  #cache: LRUCache<string, GeoLocation | Unlocated>;
   readonly #onReload: ((event: GeoReloadEvent) => void) | undefined;
   readonly #onPublish: ((published: readonly PublishedGeoDatabase[]) => void) | undefined;
   #databases: readonly GeoDatabase[] = [];
@@ -61,6 +64,7 @@ export class GeoLocator {
 
   constructor(databases: readonly GeoDatabase[], options: GeoLocatorOptions) {
     this.#cache = new LRUCache({ max: options.cacheSize });
+    this.#stats = options.stats ?? new Float64Array(STAT_ROW);
     this.#onReload = options.onReload;
     this.#onPublish = options.onPublish;
     this.#swap(databases);
@@ -69,6 +73,12 @@ export class GeoLocator {
   /** Opens every database (in order of preference); a missing or corrupt file fails with a GeoDatabaseError. */
   static async open(paths: readonly string[], options: GeoLocatorOptions): Promise<GeoLocator> {
     return new GeoLocator(await Promise.all(paths.map(openGeoDatabase)), options);
+  }
+
+  /** This locator's lookups by outcome since start, cached answers included. */
+  get counts(): Record<GeoOutcome, number> {
+    const stats = this.#stats;
+    return { hit: stats[STAT.geoHit], miss: stats[STAT.geoMiss], private: stats[STAT.geoPrivate], error: stats[STAT.geoError] };
   }
 
   /** The current databases' metadata, in order of preference. */
@@ -101,9 +111,10 @@ export class GeoLocator {
    */
   prepare(databases: readonly GeoDatabase[], cacheSize: number): () => void {
     const sameList = databases.length === this.#databases.length && databases.every((database, i) => database === this.#databases[i]);
-    const cache = cacheSize === this.#cache.max ? this.#cache : new LRUCache<string, GeoLocation | Exclude<GeoOutcome, 'hit'>>({ max: cacheSize });
+    const cache = cacheSize === this.#cache.max ? this.#cache : new LRUCache<string, GeoLocation | Unlocated>({ max: cacheSize });
     return () => {
       this.#cache = cache;
+      this.#stats[STAT.geoCached] = cache.size;
       if (sameList) return;
       // A pending file reload was scheduled by an index of the old list.
       for (const timer of this.#timers.values()) clearTimeout(timer);
@@ -121,19 +132,20 @@ export class GeoLocator {
     if (answer === undefined) {
       answer = this.#resolve(ip);
       this.#cache.set(ip, answer);
+      this.#stats[STAT.geoCached] = this.#cache.size;
     }
-    if (typeof answer === 'string') {
-      this.counts[answer]++;
+    if (typeof answer === 'number') {
+      this.#stats[answer]++;
       return null;
     }
-    this.counts.hit++;
+    this.#stats[STAT.geoHit]++;
     return answer;
   }
 
-  #resolve(ip: string): GeoLocation | Exclude<GeoOutcome, 'hit'> {
+  #resolve(ip: string): GeoLocation | Unlocated {
     const family = isIP(ip);
-    if (family === 0) return 'miss';
-    if (isPrivateAddress(ip, family)) return 'private';
+    if (family === 0) return STAT.geoMiss;
+    if (isPrivateAddress(ip, family)) return STAT.geoPrivate;
     try {
       for (const database of family === 4 ? this.#v4 : this.#v6) {
         const location = database.lookup(ip);
@@ -141,9 +153,9 @@ export class GeoLocator {
       }
     } catch {
       // Corrupt data (a bad pointer, an unknown type, runaway recursion) costs this address its location, nothing more.
-      return 'error';
+      return STAT.geoError;
     }
-    return 'miss';
+    return STAT.geoMiss;
   }
 
   #swap(databases: readonly GeoDatabase[]): void {
@@ -151,6 +163,7 @@ export class GeoLocator {
     this.#v4 = this.#databases;
     this.#v6 = this.#databases.filter((database) => database.info.ipVersion === 6);
     this.#cache.clear();
+    this.#stats[STAT.geoCached] = 0;
   }
 
   /** Reopens every file. Each failure keeps its old database serving, is reported to onReload, and rejects the call. */

@@ -13,6 +13,7 @@ import { healthChange, healthCheck } from '../health/events.ts';
 import { CHECK_RESULTS, CODES, METHODS, RETRY_REASONS, endpointLabels } from './labels.ts';
 import type { TrafficCatalog, TrafficTables } from './traffic-tables.ts';
 import { ZoneHistogram } from './zone-histogram.ts';
+import { STAT } from './thread-stats.ts';
 
 export const REQUESTS_TOTAL = 'meridian_requests_total';
 export const REQUEST_DURATION_SECONDS = 'meridian_request_duration_seconds';
@@ -27,6 +28,7 @@ export const MISROUTES_TOTAL = 'meridian_misroutes_total';
 export const OPEN_CONNECTIONS = 'meridian_open_connections';
 export const GEO_DATABASE_BUILD_TIMESTAMP_SECONDS = 'meridian_geo_database_build_timestamp_seconds';
 export const CONFIG_RELOADS_TOTAL = 'meridian_config_reloads_total';
+export const WORKER_RESTARTS_TOTAL = 'meridian_worker_restarts_total';
 
 /**
  * prom-client's gauges that end in `_total`, which `promtool check metrics` rejects; each is the sum of a labelled
@@ -36,7 +38,7 @@ const DEFAULT_METRICS_DROPPED = ['nodejs_active_handles_total', 'nodejs_active_r
 const GEO_OUTCOMES: readonly GeoOutcome[] = ['hit', 'miss', 'private', 'error'];
 
 /** What the exporter reads from the runtime at scrape time. */
-export type MetricsSource = Pick<MeridianRuntime, 'traffic' | 'locator' | 'plane' | 'health'>;
+export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health'>;
 
 export interface Scrape {
   readonly contentType: string;
@@ -48,6 +50,8 @@ export interface MetricsExporter {
   scrape(accept?: string): Promise<Scrape>;
   /** Counts a config reload attempt (`result` is `success` or `failure`). */
   recordReload(ok: boolean): void;
+  /** Counts a data-plane worker replaced after it crashed or stopped answering. */
+  recordWorkerRestart(): void;
   /** Stops listening to events; the registry stays readable. */
   close(): void;
 }
@@ -85,6 +89,7 @@ class PrometheusExporter implements MetricsExporter {
   readonly #ejections: Counter<'region' | 'zone' | 'endpoint'>;
   readonly #misroutes: Counter<'nearest_region'>;
   readonly #reloads: Counter<'result'>;
+  readonly #workerRestarts: Counter;
   /** Per generation of tables: the totals up to the last scrape, so each scrape adds what came since. */
   readonly #seen = new Map<TrafficTables, Float64Array>();
   #zeroedFor: Topology | null = null;
@@ -143,9 +148,9 @@ class PrometheusExporter implements MetricsExporter {
       help: 'Client IP geolocation lookups by outcome, cached answers included.',
       labelNames: ['result'],
       registers,
-      // The locator keeps plain numbers on the hot path; the counter catches up with them here.
+      // Each data-plane thread keeps plain numbers in its stats row; the counter catches up with their sum here.
       collect() {
-        const { counts } = runtime.locator;
+        const counts = runtime.stats.geoLookups();
         for (const result of GEO_OUTCOMES) {
           const delta = counts[result] - exported[result];
           if (delta > 0) this.inc({ result }, delta);
@@ -166,8 +171,8 @@ class PrometheusExporter implements MetricsExporter {
       labelNames: ['kind'],
       registers,
       collect() {
-        this.set({ kind: 'http' }, runtime.traffic.connections);
-        this.set({ kind: 'websocket' }, runtime.traffic.tunnels.size);
+        this.set({ kind: 'http' }, runtime.stats.total(STAT.connections));
+        this.set({ kind: 'websocket' }, runtime.stats.total(STAT.websockets));
       },
     });
     new Gauge({
@@ -183,6 +188,7 @@ class PrometheusExporter implements MetricsExporter {
     this.#reloads = new Counter({ name: CONFIG_RELOADS_TOTAL, help: 'Config reload attempts by result.', labelNames: ['result'], registers });
     this.#reloads.inc({ result: 'success' }, 0);
     this.#reloads.inc({ result: 'failure' }, 0);
+    this.#workerRestarts = new Counter({ name: WORKER_RESTARTS_TOTAL, help: 'Data-plane worker threads replaced after they crashed or stopped answering.', registers });
 
     this.#counterNames = this.#registry
       .getMetricsAsArray()
@@ -205,6 +211,10 @@ class PrometheusExporter implements MetricsExporter {
 
   recordReload(ok: boolean): void {
     this.#reloads.inc({ result: ok ? 'success' : 'failure' });
+  }
+
+  recordWorkerRestart(): void {
+    this.#workerRestarts.inc();
   }
 
   close(): void {

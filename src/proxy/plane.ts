@@ -6,6 +6,7 @@ import type { GeoLocator } from '../geo/locator.ts';
 import type { UploadPins } from './upload-pins.ts';
 import type { EndpointLoadTable } from './load.ts';
 import type { OutcomeSink } from '../health/outlier.ts';
+import { STAT, STAT_ROW } from '../observe/thread-stats.ts';
 
 /** Built once per config load and swapped as one reference; requests keep the snapshot they started with. */
 export interface DataPlane {
@@ -48,29 +49,51 @@ const TRAFFIC_SLOTS = 2;
 
 /**
  * Counters and open tunnels that outlive any one config snapshot; shutdown waits on them. Exchanges in flight and
- * retrying are counted for the whole process in shared memory, because the retry budget is a share of all traffic;
- * the rest (connections, tunnels, draining, who waits for idle) belongs to the thread that serves them.
+ * retrying are counted for the whole process in shared memory, because the retry budget is a share of all traffic.
+ * Requests, open connections and tunnels go to this thread's stats row, which the metrics add up across threads;
+ * draining, the tunnels themselves and who waits for idle belong to the thread that serves them.
  */
 export class Traffic {
-  /** Open downstream HTTP connections (WebSockets are in `tunnels`). */
-  connections = 0;
   draining = false;
   /** Open WebSocket tunnels, from the upgrade request until the client's socket closes. */
   readonly tunnels = new Set<TunnelHandle>();
   readonly #counters: Int32Array<SharedArrayBuffer>;
+  readonly #stats: Float64Array;
   /** This thread's exchanges in flight: its own shutdown waits for these, not for other threads'. */
   #local = 0;
   #idleWaiters: (() => void)[] = [];
   #tunnelWaiters: (() => void)[] = [];
 
-  /** New process-wide counters, or a view over the ones another thread allocated. */
-  constructor(counters: SharedArrayBuffer = Traffic.allocate()) {
+  /**
+   * New process-wide counters, or a view over the ones another thread allocated; `stats` is this thread's row of
+   * the shared thread stats (src/observe/thread-stats.ts), by default a row of its own.
+   */
+  constructor(counters: SharedArrayBuffer = Traffic.allocate(), stats: Float64Array = new Float64Array(STAT_ROW)) {
     this.#counters = new Int32Array(counters);
+    this.#stats = stats;
     if (this.#counters.length !== TRAFFIC_SLOTS) throw new RangeError('traffic counters have the wrong size');
   }
 
   static allocate(): SharedArrayBuffer {
     return new SharedArrayBuffer(TRAFFIC_SLOTS * Int32Array.BYTES_PER_ELEMENT);
+  }
+
+  /** The process-wide counters, for another thread's view. */
+  get buffer(): SharedArrayBuffer {
+    return this.#counters.buffer;
+  }
+
+  /** Open downstream HTTP connections of this thread (WebSockets are in `tunnels`). */
+  get connections(): number {
+    return this.#stats[STAT.connections];
+  }
+
+  connectionOpened(): void {
+    this.#stats[STAT.connections]++;
+  }
+
+  connectionClosed(): void {
+    this.#stats[STAT.connections]--;
   }
 
   /** HTTP exchanges in flight in the whole process. */
@@ -85,6 +108,7 @@ export class Traffic {
 
   exchangeStarted(): void {
     this.#local++;
+    this.#stats[STAT.requests]++;
     Atomics.add(this.#counters, INFLIGHT, 1);
   }
 
@@ -118,10 +142,12 @@ export class Traffic {
 
   tunnelOpened(tunnel: TunnelHandle): void {
     this.tunnels.add(tunnel);
+    this.#stats[STAT.websockets] = this.tunnels.size;
   }
 
   tunnelClosed(tunnel: TunnelHandle): void {
     this.tunnels.delete(tunnel);
+    this.#stats[STAT.websockets] = this.tunnels.size;
     if (this.tunnels.size === 0 && this.#tunnelWaiters.length > 0) {
       const waiters = this.#tunnelWaiters;
       this.#tunnelWaiters = [];

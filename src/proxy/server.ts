@@ -40,6 +40,13 @@ export class ProxyServer {
     this.server.on('connection', this.#onConnection);
   }
 
+  /** New requests are served with `plane`; a new config's downstream timeouts apply to the listener as well. */
+  use(plane: DataPlane): void {
+    const previous = this.plane;
+    this.plane = plane;
+    if (plane.config.timeouts !== previous.config.timeouts) this.applyTimeouts(plane.config.timeouts);
+  }
+
   /**
    * A reload's downstream timeouts. node reads `headersTimeout` at each connections check and `keepAliveTimeout` as
    * each response ends, but `timeout` only as it accepts a connection: open connections keep their idle bound.
@@ -51,10 +58,11 @@ export class ProxyServer {
     this.server.timeout = timeouts.idle;
   }
 
-  listen(host: string, port: number): Promise<AddressInfo> {
+  /** `reusePort`: share the port with the other workers' listeners; the kernel spreads new connections among them. */
+  listen(host: string, port: number, reusePort = false): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(port, host, () => {
+      this.server.listen({ port, host, reusePort }, () => {
         this.server.off('error', reject);
         resolve(this.server.address() as AddressInfo);
       });
@@ -112,8 +120,8 @@ export class ProxyServer {
 
   #onConnection = (socket: Socket): void => {
     const traffic = this.plane.traffic;
-    traffic.connections++;
-    socket.once('close', () => traffic.connections--);
+    traffic.connectionOpened();
+    socket.once('close', () => traffic.connectionClosed());
   };
 
   #onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {

@@ -4,7 +4,7 @@ import { createServer, request as httpRequest, type IncomingMessage, type Outgoi
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { compileConfig } from '../../src/config/compile.ts';
-import { startMeridian, type Meridian } from '../../src/main.ts';
+import { startMeridian, type Meridian, type StartOptions } from '../../src/main.ts';
 import type { MeridianConfig } from '../../src/config/types.ts';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -89,7 +89,7 @@ export const BOOT_PROBE_ONLY = { interval: '1h' } as const;
  * addresses are loopback, so their location is unknown and regions are ordered by distance from `local`.
  * Health checks run at boot only (`BOOT_PROBE_ONLY`) unless the overrides set `health`.
  */
-export function rawConfig(origins: readonly string[], overrides: Overrides = {}): Record<string, unknown> {
+export function rawConfig(origins: readonly string[], overrides: Overrides = {}, workers: number | 'auto' = 1): Record<string, unknown> {
   const regions: Record<string, unknown> = {};
   origins.forEach((origin, i) => {
     const name = i === 0 ? 'local' : `fallback-${i}`;
@@ -103,7 +103,8 @@ export function rawConfig(origins: readonly string[], overrides: Overrides = {})
     health: BOOT_PROBE_ONLY,
     shutdown: { drainDelay: 0 },
   };
-  const out: Record<string, unknown> = { ...base };
+  // By default the data plane runs on the test's own thread, where its events can be observed.
+  const out: Record<string, unknown> = { ...base, workers };
   for (const [section, values] of Object.entries(overrides)) out[section] = { ...base[section], ...values };
   return out;
 }
@@ -116,10 +117,16 @@ export interface RunningProxy {
   shutdown(): Promise<void>;
 }
 
+/** How a test runs the data plane: on its own thread (the default, `workers: 1`) or in worker threads. */
+export interface ProxyOptions {
+  readonly workers?: number | 'auto';
+  readonly start?: StartOptions;
+}
+
 /** Compile a config for the given endpoint origins (with an empty environment) and start Meridian on port 0. */
-export async function startProxy(origins: readonly string[], overrides: Overrides = {}): Promise<RunningProxy> {
-  const config = compileConfig(rawConfig(origins, overrides), {});
-  const meridian = await startMeridian(config);
+export async function startProxy(origins: readonly string[], overrides: Overrides = {}, options: ProxyOptions = {}): Promise<RunningProxy> {
+  const config = compileConfig(rawConfig(origins, overrides, options.workers), {});
+  const meridian = await startMeridian(config, options.start);
   return {
     meridian,
     config,

@@ -4,6 +4,7 @@ import { compileConfig } from '../../src/config/compile.ts';
 import type { Endpoint, MeridianConfig, Topology } from '../../src/config/types.ts';
 import type { ExchangeRecord, FailoverRecord, RetryReason, TunnelRecord } from '../../src/proxy/record.ts';
 import type { MetricsSource } from '../../src/observe/metrics.ts';
+import { ThreadStats } from '../../src/observe/thread-stats.ts';
 
 /** Two regions of two zones, one with two endpoints: plain data, so a worker compiles the same topology. */
 export const TWO_REGIONS = {
@@ -77,8 +78,8 @@ export function tunnelClosed(topology: Topology, misrouteNearest: string | null)
 /** What the exporter reads besides the traffic tables, with nothing in it; `config` is the one serving. */
 export function quietRuntime(config: () => MeridianConfig): MetricsSource {
   return {
-    traffic: { connections: 0, tunnels: new Set() },
-    locator: { counts: { hit: 0, miss: 0, private: 0, error: 0 }, databases: [] },
+    stats: new ThreadStats(1),
+    locator: { databases: [] },
     plane: () => ({ config: config() }),
     health: () => ({ snapshot: { usable: [] } }),
   } as unknown as MetricsSource;

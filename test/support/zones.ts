@@ -113,7 +113,8 @@ export interface World {
  * location, so the local region comes first (local zone first), then the other regions by distance from it.
  * `overrides` are merged one level deep over the defaults (as the harness does).
  */
-export async function startWorld(layout: Layout, self: { region: string; zone: string }, overrides: Overrides = {}): Promise<World> {
+/** `workers`: the data plane on the test's thread by default, where its events can be observed. */
+export async function startWorld(layout: Layout, self: { region: string; zone: string }, overrides: Overrides = {}, workers: number | 'auto' = 1): Promise<World> {
   const names = Object.values(layout).flatMap((r) => Object.values(r.zones).flat());
   const healthPath = (overrides.health?.path as string | undefined) ?? DEFAULT_HEALTH_PATH;
   const started = await Promise.all(names.map((name) => startBackend(name, healthPath)));
@@ -131,7 +132,7 @@ export async function startWorld(layout: Layout, self: { region: string; zone: s
     regions,
     shutdown: { drainDelay: 0 },
   };
-  const raw: Record<string, unknown> = { ...base };
+  const raw: Record<string, unknown> = { ...base, workers };
   for (const [section, values] of Object.entries(overrides)) raw[section] = { ...base[section], ...values };
   const config = compileConfig(raw, {});
   let meridian: Meridian;

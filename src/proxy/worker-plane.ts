@@ -1,0 +1,75 @@
+// A worker's side of the snapshot contract: turns each plain PlaneSnapshot into a DataPlane of this thread's own
+// objects (compiled config, router, pools, views over the shared tables, geo readers over the shared buffers), and
+// rebuilds only the parts whose generation changed.
+import { compileConfig } from '../config/compile.ts';
+import type { MeridianConfig } from '../config/types.ts';
+import { createGeoRouter } from '../routing/geo-router.ts';
+import { attachGeoDatabase } from '../geo/database.ts';
+import { GeoLocator } from '../geo/locator.ts';
+import { TrafficRecorder } from '../observe/recorder.ts';
+import { ThreadStats } from '../observe/thread-stats.ts';
+import { UpstreamPools } from './pools.ts';
+import { createDataPlane, Traffic, type DataPlane } from './plane.ts';
+import { openEndpointTables, type EndpointTables } from './shared-tables.ts';
+import { UploadPins } from './upload-pins.ts';
+import type { PlaneSnapshot, WorkerInit } from './snapshot.ts';
+
+/** How this thread tells the control plane that an endpoint's failures reached the threshold, naming the tables. */
+export type ReportThreshold = (tables: number, index: number, now: number) => void;
+
+export class WorkerPlanes {
+  readonly pools = new UpstreamPools();
+  readonly traffic: Traffic;
+  readonly locator: GeoLocator;
+  readonly recorder: TrafficRecorder;
+  readonly #report: ReportThreshold;
+  #config: { readonly version: number; readonly config: MeridianConfig } | null = null;
+  #tables: { readonly generation: number; readonly views: EndpointTables } | null = null;
+  #geoGeneration: number;
+  #pins: { readonly generation: number; readonly pins: UploadPins } | null = null;
+
+  constructor(init: WorkerInit, report: ReportThreshold) {
+    const row = new ThreadStats(init.stats).row(init.slot);
+    this.traffic = new Traffic(init.traffic, row);
+    const { geo, trafficTables } = init.snapshot;
+    this.locator = new GeoLocator(geo.databases.map(attachGeoDatabase), { cacheSize: geo.cacheSize, stats: row });
+    this.#geoGeneration = geo.generation;
+    this.recorder = new TrafficRecorder(trafficTables).subscribe();
+    this.#report = report;
+  }
+
+  /** The data plane for `snapshot`, built whole before the caller swaps to it; throws only on a broken snapshot. */
+  build(snapshot: PlaneSnapshot): DataPlane {
+    const config = this.#configFor(snapshot.config);
+    const outcomes = this.#tablesFor(snapshot.tables, config);
+    const uploadPins = this.#pinsFor(snapshot.pins);
+    const { geo } = snapshot;
+    if (geo.generation !== this.#geoGeneration || geo.cacheSize !== this.locator.cache.max) {
+      const databases = geo.generation === this.#geoGeneration ? this.locator.open : geo.databases.map(attachGeoDatabase);
+      this.locator.prepare(databases, geo.cacheSize)();
+      this.#geoGeneration = geo.generation;
+    }
+    // Before the snapshot serves: the first record of a new zone must find its slots.
+    this.recorder.attach(snapshot.trafficTables);
+    const { pools, traffic, locator } = this;
+    return createDataPlane(config, createGeoRouter(config, snapshot.health), { pools, traffic, locator, uploadPins, load: outcomes.load, outcomes: outcomes.outcomes });
+  }
+
+  #configFor({ version, input }: PlaneSnapshot['config']): MeridianConfig {
+    if (this.#config?.version !== version) this.#config = { version, config: compileConfig(input, {}) };
+    return this.#config.config;
+  }
+
+  #tablesFor({ generation, shared }: PlaneSnapshot['tables'], config: MeridianConfig): EndpointTables {
+    if (this.#tables?.generation !== generation) {
+      const reached = (index: number, now: number): void => this.#report(generation, index, now);
+      this.#tables = { generation, views: openEndpointTables(shared, config.outlierDetection.consecutiveFailures, reached) };
+    }
+    return this.#tables.views;
+  }
+
+  #pinsFor({ generation, memory }: PlaneSnapshot['pins']): UploadPins {
+    if (this.#pins?.generation !== generation) this.#pins = { generation, pins: new UploadPins(memory) };
+    return this.#pins.pins;
+  }
+}

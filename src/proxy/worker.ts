@@ -1,0 +1,75 @@
+// A data-plane worker thread: the whole data plane (HTTP and WebSocket) on its own listener, bound with reusePort so
+// the kernel spreads connections across workers. It serves from the snapshots the control plane posts, counts into
+// shared memory, and messages the control plane only for rare events, never per request.
+import { parentPort, workerData } from 'node:worker_threads';
+import { ProxyServer } from './server.ts';
+import { WorkerPlanes } from './worker-plane.ts';
+import { startAccessLog } from '../observe/access-log.ts';
+import type { FromWorker, ToWorker, WorkerInit } from './snapshot.ts';
+
+const port = parentPort;
+if (port === null) throw new Error('src/proxy/worker.ts runs as a worker thread of the control plane');
+const init = workerData as WorkerInit;
+const send = (message: FromWorker): void => port.postMessage(message);
+
+const planes = new WorkerPlanes(init, (tables, index, now) => send({ kind: 'threshold', tables, index, now }));
+const proxy = new ProxyServer(planes.build(init.snapshot));
+const accessLog = startAccessLog({ plane: () => proxy.plane });
+let closing: Promise<void> | undefined;
+
+port.on('message', (message: ToWorker) => {
+  switch (message.kind) {
+    case 'snapshot': {
+      let plane;
+      try {
+        plane = planes.build(message.snapshot);
+      } catch (err) {
+        // The control plane checked this config; a worker that cannot build it keeps the one it has, and says so.
+        console.error(`meridian: worker ${init.slot} could not apply snapshot (config version ${message.snapshot.config.version}), it keeps the previous one:`, err);
+        return;
+      }
+      proxy.use(plane);
+      // Subscribes or unsubscribes only when the new config turned the log on or off.
+      accessLog.reconfigure();
+      return;
+    }
+    case 'ping':
+      send({ kind: 'pong', seq: message.seq });
+      return;
+    case 'drain':
+      // Keep-alive clients are told to reconnect (elsewhere) after their current response.
+      proxy.plane.traffic.draining = true;
+      return;
+    case 'close':
+      closing ??= close(message.timeoutMs);
+      return;
+    case 'crash':
+      if (init.testHooks) setImmediate(() => {
+        throw new Error(`test hook: worker ${init.slot} crashes`);
+      });
+      return;
+    case 'hang':
+      if (init.testHooks) {
+        const until = Date.now() + message.ms;
+        while (Date.now() < until);
+      }
+      return;
+  }
+});
+
+async function close(timeoutMs: number): Promise<void> {
+  await proxy.close(timeoutMs);
+  planes.recorder.close();
+  await accessLog.close();
+  await planes.pools.close();
+  planes.locator.close();
+  send({ kind: 'closed' });
+  port!.close();
+}
+
+const { host } = proxy.plane.config.listen;
+const listenPort = init.port ?? proxy.plane.config.listen.port;
+proxy.listen(host, listenPort, true).then(
+  (address) => send({ kind: 'listening', port: address.port, address: address.address, family: address.family }),
+  (err: NodeJS.ErrnoException) => send({ kind: 'failed', message: err.message, code: err.code, address: host, port: listenPort }),
+);
