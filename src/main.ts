@@ -106,8 +106,8 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   locator.watch();
   const { ttl, maxEntries } = initial.routing.uploadPinning;
   const catalog = new TrafficCatalog();
-  const traffic = new Traffic(Traffic.allocate(), here);
-  control = new ControlPlane(initial, { locator, uploadPins: new UploadPins(ttl, maxEntries), catalog, traffic, configPath: options.configPath });
+  const traffic = new Traffic(Traffic.allocate(threads), here);
+  control = new ControlPlane(initial, { locator, uploadPins: new UploadPins(ttl, maxEntries), catalog, traffic, threads, configPath: options.configPath });
   const controlPlane = control;
 
   const supervisor =
@@ -122,6 +122,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
           watchdogMs: options.watchdogMs ?? DEFAULT_WATCHDOG_MS,
           testHooks: options.testHooks ?? false,
           onThreshold: (tables, index, now) => controlPlane.thresholdReached(tables, index, now),
+          onExit: (slot) => controlPlane.threadGone(slot),
           onRestart: () => runtime.metrics.recordWorkerRestart(),
         });
   const inProcess = supervisor === null ? new InProcessDataPlane(control.plane(), catalog, stats, options.accessLog) : null;

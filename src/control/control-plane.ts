@@ -35,6 +35,8 @@ export interface ControlPlaneParts {
   readonly traffic: Traffic;
   /** The file the config came from, so a reload can read it again. */
   readonly configPath: string | undefined;
+  /** Data-plane threads counting into the shared tables. */
+  readonly threads: number;
 }
 
 export class ControlPlane {
@@ -44,6 +46,7 @@ export class ControlPlane {
   readonly locator: GeoLocator;
   readonly uploadPins: UploadPins;
   readonly #catalog: TrafficCatalog;
+  readonly #threads: number;
   /** Numbers each geo database list and pin table set the workers have been sent, so they rebuild only what changed. */
   readonly #generations = new WeakMap<object, number>();
   #nextGeneration = 1;
@@ -66,6 +69,7 @@ export class ControlPlane {
     this.locator = parts.locator;
     this.uploadPins = parts.uploadPins;
     this.#catalog = parts.catalog;
+    this.#threads = parts.threads;
     this.traffic = parts.traffic;
     this.#health = this.#buildHealth(initial);
     this.#plane = this.#planeFor(initial, this.#health);
@@ -96,6 +100,15 @@ export class ControlPlane {
   /** A worker's report that a run of failures reached the threshold; counters of a world since replaced are ignored. */
   thresholdReached(tables: number, index: number, now: number): void {
     if (tables === this.#health.generation) this.#health.outlier.thresholdReached(index, now);
+  }
+
+  /**
+   * Data-plane thread `slot` has exited: the exchanges and circuit-breaker slots it held are taken out of the shared
+   * counts. Tables of endpoint lists since replaced are left alone: nothing reckons with them any more.
+   */
+  threadGone(slot: number): void {
+    this.traffic.forget(slot);
+    this.#health.load.forget(slot);
   }
 
   /** A geo database file was swapped in: the workers attach to the new buffers (this thread's locator has already). */
@@ -218,7 +231,7 @@ export class ControlPlane {
 
   #buildHealth(config: MeridianConfig): HealthWorld {
     // Health changes are rare; each builds a new router (and decision memo) and swaps the snapshot.
-    return buildHealthWorld(config, this.traffic.buffer, (world, change) => {
+    return buildHealthWorld(config, this.traffic.buffer, this.#threads, (world, change) => {
       if (world !== this.#health) return;
       this.#publish(this.#planeFor(this.#config, world));
       if (healthChange.hasSubscribers) healthChange.publish({ change, endpoint: world.endpoints[change.index] });

@@ -23,11 +23,16 @@ let generations = 0;
 
 /**
  * Built idle: nothing is probed until `checker.start()`, so a reload can build a world and still throw it away.
- * `traffic` is the process's exchange counters, which every world shares.
+ * `traffic` is the process's exchange counters, which every world shares; `threads` the data-plane threads that count.
  */
-export function buildHealthWorld(config: MeridianConfig, traffic: SharedArrayBuffer, onChange: (world: HealthWorld, change: HealthChange) => void): HealthWorld {
+export function buildHealthWorld(
+  config: MeridianConfig,
+  traffic: SharedArrayBuffer,
+  threads: number,
+  onChange: (world: HealthWorld, change: HealthChange) => void,
+): HealthWorld {
   const { endpoints } = config.topology;
-  const tables = createSharedTables(endpoints.length, traffic);
+  const tables = createSharedTables(endpoints.length, traffic, threads);
   const state = new HealthState(endpoints.length, config.health);
   const outlier = new OutlierDetector(state, tables.failures, config.outlierDetection);
   const checker = new ActiveChecker(endpoints, state, config.health);

@@ -29,6 +29,8 @@ export interface SupervisorOptions {
   readonly watchdogMs: number;
   readonly testHooks: boolean;
   readonly onThreshold: (tables: number, index: number, now: number) => void;
+  /** A worker has exited: whatever it held in shared counts is to be given back. */
+  readonly onExit: (slot: number) => void;
   readonly onRestart: () => void;
 }
 
@@ -160,6 +162,7 @@ export class WorkerSupervisor implements DataPlaneHost {
         const served = slot.listening;
         slot.worker = null;
         slot.listening = false;
+        this.#options.onExit(slot.index);
         reject(new Error(`worker ${slot.index} exited with code ${code} before it listened`));
         // At startup a worker that cannot listen fails the start; after it, every death is replaced.
         if (this.#stopping) return;

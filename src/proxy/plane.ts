@@ -42,10 +42,10 @@ export function createDataPlane(config: MeridianConfig, router: Router, parts: D
   return Object.freeze({ ...parts, pools, config, router, routingHeaders: Object.freeze(routingHeaders) });
 }
 
-/** Slots of the process-wide traffic counters. */
+/** Slots of the process-wide traffic counters; each thread's share of them follows, a 64-byte row per thread. */
 const INFLIGHT = 0;
 const RETRYING = 1;
-const TRAFFIC_SLOTS = 2;
+const ROW = 16;
 
 /**
  * Counters and open tunnels that outlive any one config snapshot; shutdown waits on them. Exchanges in flight and
@@ -58,24 +58,41 @@ export class Traffic {
   /** Open WebSocket tunnels, from the upgrade request until the client's socket closes. */
   readonly tunnels = new Set<TunnelHandle>();
   readonly #counters: Int32Array<SharedArrayBuffer>;
+  /** This thread's share: [INFLIGHT] its own exchanges (its shutdown waits for these, not others'), [RETRYING]. */
+  readonly #own: Int32Array<SharedArrayBuffer>;
   readonly #stats: Float64Array;
-  /** This thread's exchanges in flight: its own shutdown waits for these, not for other threads'. */
-  #local = 0;
   #idleWaiters: (() => void)[] = [];
   #tunnelWaiters: (() => void)[] = [];
 
   /**
    * New process-wide counters, or a view over the ones another thread allocated; `stats` is this thread's row of
-   * the shared thread stats (src/observe/thread-stats.ts), by default a row of its own.
+   * the shared thread stats (src/observe/thread-stats.ts), by default a row of its own; `thread` is this thread's
+   * row of the counters.
    */
-  constructor(counters: SharedArrayBuffer = Traffic.allocate(), stats: Float64Array = new Float64Array(STAT_ROW)) {
+  constructor(counters: SharedArrayBuffer = Traffic.allocate(), stats: Float64Array = new Float64Array(STAT_ROW), thread = 0) {
     this.#counters = new Int32Array(counters);
     this.#stats = stats;
-    if (this.#counters.length !== TRAFFIC_SLOTS) throw new RangeError('traffic counters have the wrong size');
+    if (this.#counters.length < 2 * ROW || this.#counters.length % ROW !== 0) throw new RangeError('traffic counters have the wrong size');
+    if ((thread + 2) * ROW > this.#counters.length) throw new RangeError(`traffic counters have no row for thread ${thread}`);
+    this.#own = this.#counters.subarray((thread + 1) * ROW, (thread + 1) * ROW + 2);
   }
 
-  static allocate(): SharedArrayBuffer {
-    return new SharedArrayBuffer(TRAFFIC_SLOTS * Int32Array.BYTES_PER_ELEMENT);
+  /** `threads`: how many data-plane threads will count. */
+  static allocate(threads = 1): SharedArrayBuffer {
+    return new SharedArrayBuffer((threads + 1) * ROW * Int32Array.BYTES_PER_ELEMENT);
+  }
+
+  /**
+   * `thread` died with exchanges open: take them out of the process's counts, or the retry budget would be reckoned
+   * against exchanges that no longer exist. Called once the thread has exited, so nothing writes its row any more.
+   */
+  forget(thread: number): void {
+    const at = (thread + 1) * ROW;
+    if (at + ROW > this.#counters.length) return;
+    for (const slot of [INFLIGHT, RETRYING]) {
+      Atomics.sub(this.#counters, slot, this.#counters[at + slot]);
+      this.#counters[at + slot] = 0;
+    }
   }
 
   /** The process-wide counters, for another thread's view. */
@@ -107,14 +124,14 @@ export class Traffic {
   }
 
   exchangeStarted(): void {
-    this.#local++;
+    this.#own[INFLIGHT]++;
     this.#stats[STAT.requests]++;
     Atomics.add(this.#counters, INFLIGHT, 1);
   }
 
   exchangeEnded(): void {
     Atomics.sub(this.#counters, INFLIGHT, 1);
-    if (--this.#local === 0 && this.#idleWaiters.length > 0) {
+    if (--this.#own[INFLIGHT] === 0 && this.#idleWaiters.length > 0) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const resolve of waiters) resolve();
@@ -130,7 +147,10 @@ export class Traffic {
     let retrying = Atomics.load(counters, RETRYING);
     while (retrying < Math.max(minimum, (Atomics.load(counters, INFLIGHT) * percent) / 100)) {
       const seen = Atomics.compareExchange(counters, RETRYING, retrying, retrying + 1);
-      if (seen === retrying) return true;
+      if (seen === retrying) {
+        this.#own[RETRYING]++;
+        return true;
+      }
       retrying = seen;
     }
     return false;
@@ -138,6 +158,7 @@ export class Traffic {
 
   retryEnded(): void {
     Atomics.sub(this.#counters, RETRYING, 1);
+    this.#own[RETRYING]--;
   }
 
   tunnelOpened(tunnel: TunnelHandle): void {
@@ -162,7 +183,7 @@ export class Traffic {
 
   /** Resolves when no HTTP exchange of this thread is in flight, or after `timeoutMs`; true when it went idle. */
   whenIdle(timeoutMs: number): Promise<boolean> {
-    return waitFor(this.#local === 0, this.#idleWaiters, timeoutMs);
+    return waitFor(this.#own[INFLIGHT] === 0, this.#idleWaiters, timeoutMs);
   }
 }
 

@@ -19,8 +19,8 @@ export interface SharedTables {
  * Tables for a new endpoint list. Endpoint numbers mean something else in each list, so its counters start at zero;
  * the process's traffic counters carry over.
  */
-export function createSharedTables(endpointCount: number, traffic: SharedArrayBuffer = Traffic.allocate()): SharedTables {
-  return { endpointCount, load: EndpointLoadTable.allocate(endpointCount), failures: ConsecutiveFailures.allocate(endpointCount), traffic };
+export function createSharedTables(endpointCount: number, traffic: SharedArrayBuffer = Traffic.allocate(), threads = 1): SharedTables {
+  return { endpointCount, load: EndpointLoadTable.allocate(endpointCount, threads), failures: ConsecutiveFailures.allocate(endpointCount), traffic };
 }
 
 /** One thread's views over an endpoint list's tables; the traffic buffer goes to the thread's one long-lived `Traffic`. */
@@ -29,9 +29,12 @@ export interface EndpointTables {
   readonly outcomes: ConsecutiveFailures;
 }
 
-/** `reached` is how this thread tells the decider that an endpoint's failures reached `threshold`. */
-export function openEndpointTables(tables: SharedTables, threshold: number, reached: ThresholdReached): EndpointTables {
-  const load = new EndpointLoadTable(tables.load);
+/**
+ * `reached` is how this thread tells the decider that an endpoint's failures reached `threshold`; `thread` is its row
+ * of the held slots.
+ */
+export function openEndpointTables(tables: SharedTables, threshold: number, reached: ThresholdReached, thread = 0): EndpointTables {
+  const load = new EndpointLoadTable(tables.load, thread);
   const outcomes = new ConsecutiveFailures(tables.failures, threshold, reached);
   if (load.inflight.length !== tables.endpointCount || outcomes.counts.length !== tables.endpointCount) {
     throw new RangeError(`shared tables are not sized for ${tables.endpointCount} endpoints`);

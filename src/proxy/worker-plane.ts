@@ -23,6 +23,7 @@ export class WorkerPlanes {
   readonly locator: GeoLocator;
   readonly recorder: TrafficRecorder;
   readonly #report: ReportThreshold;
+  readonly #slot: number;
   #config: { readonly version: number; readonly config: MeridianConfig } | null = null;
   #tables: { readonly generation: number; readonly views: EndpointTables } | null = null;
   #geoGeneration: number;
@@ -30,7 +31,8 @@ export class WorkerPlanes {
 
   constructor(init: WorkerInit, report: ReportThreshold) {
     const row = new ThreadStats(init.stats).row(init.slot);
-    this.traffic = new Traffic(init.traffic, row);
+    this.#slot = init.slot;
+    this.traffic = new Traffic(init.traffic, row, init.slot);
     const { geo, trafficTables } = init.snapshot;
     this.locator = new GeoLocator(geo.databases.map(attachGeoDatabase), { cacheSize: geo.cacheSize, stats: row });
     this.#geoGeneration = geo.generation;
@@ -63,7 +65,7 @@ export class WorkerPlanes {
   #tablesFor({ generation, shared }: PlaneSnapshot['tables'], config: MeridianConfig): EndpointTables {
     if (this.#tables?.generation !== generation) {
       const reached = (index: number, now: number): void => this.#report(generation, index, now);
-      this.#tables = { generation, views: openEndpointTables(shared, config.outlierDetection.consecutiveFailures, reached) };
+      this.#tables = { generation, views: openEndpointTables(shared, config.outlierDetection.consecutiveFailures, reached, this.#slot) };
     }
     return this.#tables.views;
   }
