@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { createSharedTables, openEndpointTables, type SharedTables } from './shared-tables.ts';
 import { Traffic } from './plane.ts';
+import { EndpointLoadTable } from './load.ts';
 import type { Scenario, WorkerInput, WorkerResult } from '../../test/support/shared-tables-worker.ts';
 
 const WORKER = new URL('../../test/support/shared-tables-worker.ts', import.meta.url);
@@ -109,5 +110,44 @@ describe('endpoint load', () => {
     const fresh = openEndpointTables(createSharedTables(1), 5, () => {}).load;
     fresh.observeLatency(0, 0.0001);
     expect(fresh.latencyUs[0]).toBe(1);
+  });
+});
+
+describe('a thread that died', () => {
+  it('gives back the circuit slots it held, and only its own', () => {
+    const tables = createSharedTables(3, Traffic.allocate(2), 2);
+    const first = openEndpointTables(tables, 5, () => {}, 0).load;
+    const second = openEndpointTables(tables, 5, () => {}, 1).load;
+    first.tryAcquire(2, 10);
+    second.tryAcquire(2, 10);
+    second.tryAcquire(2, 10);
+    second.tryAcquire(0, 10);
+    second.release(0);
+    expect(Array.from(first.inflight)).toEqual([0, 0, 3]);
+    // The control plane's view forgets thread 1 after it exited: thread 0's slot stays taken.
+    new EndpointLoadTable(tables.load).forget(1);
+    expect(Array.from(first.inflight)).toEqual([0, 0, 1]);
+    first.release(2);
+    expect(Array.from(first.inflight)).toEqual([0, 0, 0]);
+  });
+
+  it('takes its open exchanges and retries out of the retry budget, and only its own', () => {
+    const buffer = Traffic.allocate(2);
+    const mine = new Traffic(buffer, undefined, 0);
+    const dying = new Traffic(buffer, undefined, 1);
+    mine.exchangeStarted();
+    for (let i = 0; i < 4; i++) dying.exchangeStarted();
+    expect(dying.admitRetry(0, 2)).toBe(true);
+    expect(dying.admitRetry(0, 2)).toBe(true);
+    // Two retrying: the minimum is spent for the whole process.
+    expect(mine.admitRetry(0, 2)).toBe(false);
+    new Traffic(buffer).forget(1);
+    expect([mine.inflight, mine.retrying]).toEqual([1, 0]);
+    expect(mine.admitRetry(0, 2)).toBe(true);
+  });
+
+  it('refuses a thread without a row', () => {
+    expect(() => new Traffic(Traffic.allocate(2), undefined, 2)).toThrow(/no row for thread 2/);
+    expect(() => openEndpointTables(createSharedTables(1, Traffic.allocate(), 1), 5, () => {}, 1)).toThrow(/no row for thread 1/);
   });
 });
