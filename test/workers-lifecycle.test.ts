@@ -159,6 +159,50 @@ describe('a worker that dies is replaced while the other keeps serving', () => {
     expect(after.replies.map((r) => r.status)).toEqual(Array(FRESH).fill(200));
     expect(after.slots).toEqual([0, 1]);
   });
+
+  test('a worker that stops answering is ended and replaced long before its hang would end', async () => {
+    const backend = await upstream('backend');
+    const { meridian } = await startProxy([backend.origin], {}, { workers: 2, start: { testHooks: true, watchdogMs: 500 } });
+    running.push(meridian);
+    const m = admin(meridian);
+    const { client, connects } = await connectionTo(meridian, 1);
+    const traffic = stream(client);
+    // Past a few watchdog periods first: two workers that answer are left alone, however long they took to boot.
+    await until(() => traffic.statuses.length >= 20, 'requests flowing on worker 1');
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const before = (await m.status()).workers;
+    expect(before.restarts).toBe(0);
+
+    const hung = performance.now();
+    meridian.supervisor!.poke(0, { kind: 'hang', ms: 3_000 });
+    const servedBefore = traffic.statuses.length;
+    await until(async () => (await m.status()).workers.restarts === 1, 'worker 0 to be ended', 3_000);
+    // The watchdog notices within 500 ms and one check (125 ms); the hang would have run for 3 s.
+    const endedAfterMs = performance.now() - hung;
+    // Booting the replacement takes what a worker's start takes, hang or not.
+    const replaced = await until(
+      async () => {
+        const { workers } = await m.status();
+        return workers.threads[0].listening ? workers : null;
+      },
+      'the replacement of worker 0 to listen',
+      10_000,
+    );
+    const servedDuring = traffic.statuses.length - servedBefore;
+    const statuses = await traffic.stop();
+
+    expect(endedAfterMs).toBeLessThan(2_000);
+    expect(replaced.restarts).toBe(1);
+    expect(replaced.threads.map((t) => t.restarts)).toEqual([1, 0]);
+    expect(replaced.threads[0].threadId).not.toBe(before.threads[0].threadId);
+    expect(replaced.threads[1].threadId).toBe(before.threads[1].threadId);
+    expect(await m.restartsMetric()).toBe(1);
+    expect(log.mock.calls.some(([line]) => String(line).startsWith('meridian: worker 0 has not answered'))).toBe(true);
+    // Worker 1 kept serving on its connection throughout.
+    expect(servedDuring).toBeGreaterThan(10);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    expect(connects()).toBe(1);
+  });
 });
 
 /** One region per entry, each with one zone and one endpoint; this instance sits in the first. */

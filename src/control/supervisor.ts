@@ -39,7 +39,8 @@ interface Slot {
   worker: Worker | null;
   listening: boolean;
   startedAt: number;
-  lastPong: number;
+  /** When the unanswered ping went out, or 0: only a ping waiting for its answer is timed, never a worker's boot. */
+  pingedAt: number;
   restarts: number;
   backoffMs: number;
   /** Between a worker's death and its replacement listening: a replacement that fails is tried again. */
@@ -60,7 +61,7 @@ export class WorkerSupervisor implements DataPlaneHost {
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
-    this.#slots = Array.from({ length: options.count }, (_, index) => ({ index, worker: null, listening: false, startedAt: 0, lastPong: 0, restarts: 0, backoffMs: 0, replacing: false }));
+    this.#slots = Array.from({ length: options.count }, (_, index) => ({ index, worker: null, listening: false, startedAt: 0, pingedAt: 0, restarts: 0, backoffMs: 0, replacing: false }));
   }
 
   get restarts(): number {
@@ -130,7 +131,8 @@ export class WorkerSupervisor implements DataPlaneHost {
     const worker = new Worker(WORKER_ENTRY, { workerData: init, name: `meridian-worker-${slot.index}` });
     slot.worker = worker;
     slot.listening = false;
-    slot.startedAt = slot.lastPong = Date.now();
+    slot.startedAt = Date.now();
+    slot.pingedAt = 0;
     return new Promise((resolve, reject) => {
       worker.on('message', (message: FromWorker) => {
         switch (message.kind) {
@@ -148,7 +150,7 @@ export class WorkerSupervisor implements DataPlaneHost {
             this.#options.onThreshold(message.tables, message.index, message.now);
             return;
           case 'pong':
-            slot.lastPong = Date.now();
+            slot.pingedAt = 0;
             return;
           case 'closed':
             return;
@@ -198,12 +200,14 @@ export class WorkerSupervisor implements DataPlaneHost {
     for (const slot of this.#slots) {
       const { worker } = slot;
       if (worker === null || !slot.listening) continue;
-      if (now - slot.lastPong > this.#options.watchdogMs) {
-        console.error(`meridian: worker ${slot.index} has not answered for ${now - slot.lastPong} ms; ending it`);
+      if (slot.pingedAt === 0) {
+        slot.pingedAt = now;
+        worker.postMessage({ kind: 'ping', seq: ++this.#seq } satisfies ToWorker);
+      } else if (now - slot.pingedAt > this.#options.watchdogMs) {
+        console.error(`meridian: worker ${slot.index} has not answered a ping for ${now - slot.pingedAt} ms; ending it`);
+        slot.pingedAt = 0;
         void worker.terminate();
-        continue;
       }
-      worker.postMessage({ kind: 'ping', seq: ++this.#seq } satisfies ToWorker);
     }
   }
 
