@@ -7,6 +7,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from 'undici';
 import { WebSocket } from 'ws';
 import { compileConfig } from '../src/config/compile.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
@@ -76,9 +77,10 @@ afterEach(async () => {
 
 /**
  * Four regions of one zone each, every zone one real upstream that answers with its region name, and Meridian in
- * us-east/az-1 reading the fixture database. `geo` and `routing` replace the defaults (loopback trusted, no rules).
+ * us-east/az-1 reading the fixture database. `geo` and `routing` replace the defaults (loopback trusted, no rules);
+ * `workers` is the config's (left out: `auto`).
  */
-async function startWorld(sections: { geo?: Record<string, unknown>; routing?: Record<string, unknown> } = {}): Promise<World> {
+async function startWorld(sections: { geo?: Record<string, unknown>; routing?: Record<string, unknown>; workers?: number } = {}): Promise<World> {
   const seen: Seen[] = [];
   const entries = await Promise.all(
     (Object.keys(REGIONS) as RegionName[]).map(async (region) => {
@@ -116,6 +118,7 @@ async function startWorld(sections: { geo?: Record<string, unknown>; routing?: R
       // Regions these tests close must stay candidates: the story is routing and failover, not health checks.
       health: BOOT_PROBE_ONLY,
       shutdown: { drainDelay: 0 },
+      ...(sections.workers === undefined ? {} : { workers: sections.workers }),
     },
     {},
   );
@@ -261,8 +264,49 @@ describe('Appwrite-aware affinity', () => {
 });
 
 describe('upload pinning', () => {
-  it('sends 8 concurrent chunks to the region that took the first chunk, although another is nearer', async () => {
-    const world = await startWorld();
+  /** Each worker's count of the exchanges it started, by slot, from /status on the admin port. */
+  async function workerRequests(world: World): Promise<number[]> {
+    const { workers } = json(await send(world.meridian.adminAddress.port, { path: '/status' })) as { workers: { threads: { requests: number }[] } };
+    return workers.threads.map((thread) => thread.requests);
+  }
+
+  /** A keep-alive connection (an undici Client keeps one), the worker that accepted it, and how often it connected. */
+  interface Connection {
+    readonly client: Client;
+    readonly slot: number;
+    readonly connects: () => number;
+  }
+
+  /**
+   * `perWorker` keep-alive connections on each of the workers. The kernel picks the worker for each new connection, so
+   * fresh ones are opened and each serves one GET first: with nothing else running, the worker whose count grew is
+   * the one that accepted it. Connections beyond a worker's share are closed; every client goes into `clients`.
+   */
+  async function connectionsOnEachWorker(world: World, perWorker: number, clients: Client[]): Promise<Connection[]> {
+    const workers = (await workerRequests(world)).length;
+    const kept: Connection[] = [];
+    for (let attempt = 0; attempt < 64 && kept.length < perWorker * workers; attempt++) {
+      const client = new Client(`http://127.0.0.1:${world.port}`, { pipelining: 1 });
+      clients.push(client);
+      let connects = 0;
+      client.on('connect', () => connects++);
+      const before = await workerRequests(world);
+      const { statusCode, body } = await client.request({ method: 'GET', path: '/', ...from(STOCKHOLM_IP) });
+      await body.dump();
+      expect(statusCode).toBe(201);
+      const after = await workerRequests(world);
+      const slots = after.flatMap((n, slot) => (n > before[slot] ? [slot] : []));
+      expect(slots).toHaveLength(1);
+      if (kept.filter((c) => c.slot === slots[0]).length < perWorker) kept.push({ client, slot: slots[0], connects: () => connects });
+      else await client.close();
+    }
+    if (kept.length < perWorker * workers) throw new Error(`64 connections did not give ${perWorker} on each of ${workers} workers`);
+    return kept;
+  }
+
+  it('sends 8 concurrent chunks, over 8 connections that both workers accepted, to the region that took the first chunk, although another is nearer', async () => {
+    // The pin is shared by the workers: whichever accepts a chunk's connection must send it where the first went.
+    const world = await startWorld({ workers: 2 });
     const path = '/v1/storage/buckets/photos/files';
     const size = 9 * 100;
     const chunkHeaders = (n: number, id?: string) => ({
@@ -285,10 +329,25 @@ describe('upload pinning', () => {
     await once(north.server, 'listening');
     expect(regionOf(await send(world.port, from(STOCKHOLM_IP)))).toBe('eu-north');
 
-    const chunks = await Promise.all(
-      Array.from({ length: 8 }, (_, i) => send(world.port, { method: 'POST', path, body, ...from(STOCKHOLM_IP, chunkHeaders(i + 1, id)) })),
-    );
-    expect(chunks.map(regionOf)).toEqual(Array(8).fill('eu-south'));
+    const clients: Client[] = [];
+    try {
+      const connections = await connectionsOnEachWorker(world, 4, clients);
+      expect(connections.map((c) => c.slot).sort()).toEqual([0, 0, 0, 0, 1, 1, 1, 1]);
+      const before = await workerRequests(world);
+      const chunks = await Promise.all(
+        connections.map(async ({ client }, i): Promise<Reply> => {
+          const reply = await client.request({ method: 'POST', path, body, ...from(STOCKHOLM_IP, chunkHeaders(i + 1, id)) });
+          return { status: reply.statusCode, headers: reply.headers, rawHeaders: [], body: Buffer.from(await reply.body.arrayBuffer()) };
+        }),
+      );
+      expect(chunks.map(regionOf)).toEqual(Array(8).fill('eu-south'));
+      // Each chunk rode the connection it was given, so each worker served exactly its four.
+      expect(connections.map((c) => c.connects())).toEqual(Array(8).fill(1));
+      const after = await workerRequests(world);
+      expect(after.map((n, slot) => n - before[slot])).toEqual([4, 4]);
+    } finally {
+      await Promise.all(clients.map((client) => client.destroy()));
+    }
     const uploads = world.seen.filter((s) => s.method === 'POST');
     expect(uploads.map((s) => s.region)).toEqual(Array(9).fill('eu-south'));
     expect(uploads.every((s) => s.bytes === 100)).toBe(true);
