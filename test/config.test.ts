@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compileConfig } from '../src/config/compile.ts';
+import { buildConfig } from '../src/config/build.ts';
 import { ConfigError } from '../src/config/errors.ts';
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LISTEN_PORT, DEFAULT_MAX_ATTEMPTS, DEFAULT_WORKERS } from '../src/config/defaults.ts';
 
@@ -150,7 +151,7 @@ describe('compileConfig', () => {
     expect(problems({ ...valid(), workers })).toEqual([`workers: ${message}`]);
   });
 
-  test('config.input compiles again, with no environment, to an equal config (what a data-plane thread does)', () => {
+  test('config.input builds again, with no environment and no schema, to an equal config (what a data-plane thread does)', () => {
     const raw = valid();
     raw.workers = 2;
     raw.geo = { trustedProxies: ['10.0.0.0/8', '2001:db8::/32'] };
@@ -160,15 +161,15 @@ describe('compileConfig', () => {
     expect(raw.self).toEqual({ region: 'us-east', zone: 'az-1' });
     expect(Object.isFrozen(raw) || Object.isFrozen(raw.regions) || Object.isFrozen(raw.geo.trustedProxies)).toBe(false);
     expect(Object.isFrozen((config.input as Record<string, any>).regions['us-west'].zones)).toBe(true);
-    // Plain data, so it crosses postMessage; the compiled config (CIDR sets) would not compile the same way again.
-    const again = compileConfig(structuredClone(config.input), {});
+    // Plain data, so it crosses postMessage; the compiled config (CIDR sets) would not build the same way again.
+    const again = buildConfig(structuredClone(config.input));
     expect(again).toStrictEqual(config);
     expect(again.topology.self).toEqual({ region: 'us-west', zone: 'az-3' });
     expect(again.admin.token).toBe('a-token-of-sixteen-chars');
     // toStrictEqual cannot see a CidrSet's private ranges: ask the rebuilt one.
     expect(['10.1.2.3', '2001:db8::1', '192.168.1.1'].map((ip) => again.geo.trustedProxies.has(ip))).toEqual([true, true, false]);
-    // The frozen input itself compiles too.
-    expect(compileConfig(config.input, {})).toStrictEqual(config);
+    // The frozen input itself builds too.
+    expect(buildConfig(config.input)).toStrictEqual(config);
   });
 
   test('geo.clientIpHeader joins the client-address headers dropped from untrusted peers, and may not be Host', () => {

@@ -1,5 +1,5 @@
 // The compiled, frozen configuration snapshot that the data plane reads.
-
+import type { ParsedConfig } from './schema.ts';
 import type { CidrSet } from '../geo/cidr.ts';
 
 export interface Endpoint {
@@ -94,12 +94,12 @@ export interface AllowedHost {
 
 export interface MeridianConfig {
   /**
-   * The config as given, with the environment overrides applied (a deep-frozen copy of plain data). A data-plane
-   * worker thread compiles it again with `compileConfig(config.input, {})`, because the compiled config holds class
-   * instances (CIDR sets and the like) that do not survive postMessage; that yields a config equal to this one, with
-   * no environment needed. It holds `admin.token` like the compiled config does: never log or serve it.
+   * The validated config (the schema's output: environment overrides applied, defaults filled in), a deep-frozen
+   * copy of plain data. A data-plane worker thread builds its own snapshot from it with `buildConfig(config.input)`,
+   * because the compiled config holds class instances (CIDR sets and the like) that do not survive postMessage; that
+   * yields a config equal to this one. It holds `admin.token` like the compiled config does: never log or serve it.
    */
-  readonly input: unknown;
+  readonly input: ParsedConfig;
   readonly topology: Topology;
   /** Data-plane worker threads: `auto` (one per usable CPU, see src/control/cpus.ts) or a count; restart-only. */
   readonly workers: 'auto' | number;

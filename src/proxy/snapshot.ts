@@ -1,6 +1,7 @@
 // The contract between the control plane and a data-plane worker: plain, structured-clone-able messages. Shared
 // memory travels inside them as SharedArrayBuffers (posted, never copied); everything else is data.
 import type { HealthSnapshot } from '../health/state.ts';
+import type { ParsedConfig } from '../config/schema.ts';
 import type { PublishedGeoDatabase } from '../geo/database.ts';
 import type { TrafficTablesDescriptor } from '../observe/traffic-tables.ts';
 import type { SharedTables } from './shared-tables.ts';
@@ -14,8 +15,8 @@ import type { UploadPinsMemory } from './upload-pins.ts';
 export interface PlaneSnapshot {
   readonly config: {
     readonly version: number;
-    /** `MeridianConfig.input`: the worker compiles it again, since compiled configs hold class instances. */
-    readonly input: unknown;
+    /** `MeridianConfig.input`: the worker builds its own snapshot from it, since compiled configs hold class instances. */
+    readonly input: ParsedConfig;
   };
   readonly health: HealthSnapshot;
   /** The endpoint list's shared counters; a new list (or new health settings) brings new tables. */

@@ -1,7 +1,7 @@
 // A worker's side of the snapshot contract: turns each plain PlaneSnapshot into a DataPlane of this thread's own
 // objects (compiled config, router, pools, views over the shared tables, geo readers over the shared buffers), and
 // rebuilds only the parts whose generation changed.
-import { compileConfig } from '../config/compile.ts';
+import { buildConfig } from '../config/build.ts';
 import type { MeridianConfig } from '../config/types.ts';
 import { createGeoRouter } from '../routing/geo-router.ts';
 import { attachGeoDatabase } from '../geo/database.ts';
@@ -58,7 +58,7 @@ export class WorkerPlanes {
   }
 
   #configFor({ version, input }: PlaneSnapshot['config']): MeridianConfig {
-    if (this.#config?.version !== version) this.#config = { version, config: compileConfig(input, {}) };
+    if (this.#config?.version !== version) this.#config = { version, config: buildConfig(input) };
     return this.#config.config;
   }
 
