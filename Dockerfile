@@ -1,4 +1,13 @@
-# Meridian, one container per availability zone. Node runs the TypeScript sources directly.
+# Meridian, one container per availability zone. The image runs the JavaScript build of the TypeScript sources, so
+# neither the control plane nor any data-plane worker thread loads Node's type stripper (about 12 MiB per thread).
+FROM node:24-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
 FROM node:24-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -9,7 +18,7 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
-COPY src ./src
+COPY --from=build /app/dist ./dist
 COPY geo-data ./geo-data
 # The config is mounted here (a Swarm config or a bind mount); MERIDIAN_REGION/MERIDIAN_ZONE pick the AZ.
 VOLUME ["/etc/meridian"]
@@ -21,5 +30,5 @@ STOPSIGNAL SIGTERM
 # The image has no curl; Node's fetch checks liveness on the admin port from inside the container.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-ENTRYPOINT ["node", "src/cli/index.ts"]
+ENTRYPOINT ["node", "dist/cli/index.js"]
 CMD ["start", "--config", "/etc/meridian/meridian.yaml"]

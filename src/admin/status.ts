@@ -129,8 +129,8 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
       databases,
       credit: databases.some((db) => db.bundled) ? DBIP_CREDIT : null,
       lookups: runtime.stats.geoLookups(),
-      // Each data-plane thread keeps its own cache of `geo.cacheSize` addresses.
-      cache: { max: config.geo.cacheSize * workers.threads.length, entries: runtime.stats.total(STAT.geoCached) },
+      // Each data-plane thread caches its share of `geo.cacheSize` addresses; these are the process's totals.
+      cache: { max: Math.ceil(config.geo.cacheSize / workers.threads.length) * workers.threads.length, entries: runtime.stats.total(STAT.geoCached) },
     },
     uploadPins: { ttlMs: uploadPins.ttlMs, maxEntries: uploadPins.maxEntries, ...uploadPins.entries },
     traffic: { inflight: traffic.inflight, connections: runtime.stats.total(STAT.connections), websockets: runtime.stats.total(STAT.websockets) },

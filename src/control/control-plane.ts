@@ -91,7 +91,8 @@ export class ControlPlane {
       config: { version: this.#version, input: this.#config.input },
       health: world.state.snapshot,
       tables: { generation: world.generation, shared: world.tables },
-      geo: { generation: this.#generationOf(locator.open), databases: locator.published, cacheSize: this.#config.geo.cacheSize },
+      // `geo.cacheSize` bounds the process: each worker caches its share, so memory does not grow with the workers.
+      geo: { generation: this.#generationOf(locator.open), databases: locator.published, cacheSize: Math.ceil(this.#config.geo.cacheSize / this.#threads) },
       pins: { generation: this.#generationOf(pins.uploads), memory: pins },
       trafficTables: this.#catalog.describe(this.#config.topology),
     };

@@ -8,7 +8,11 @@ import type { FromWorker, PlaneSnapshot, ToWorker, WorkerInit } from '../proxy/s
 import { STAT, type ThreadStats } from '../observe/thread-stats.ts';
 import type { DataPlaneHost, WorkerView } from './data-plane-host.ts';
 
-const WORKER_ENTRY = new URL('../proxy/worker.ts', import.meta.url);
+/**
+ * The worker's module, in the form this one runs as: the TypeScript sources in development, the JavaScript build
+ * (`npm run build`) in the container image, where no thread has to load the type stripper.
+ */
+const WORKER_ENTRY = new URL(`../proxy/worker${import.meta.url.slice(import.meta.url.lastIndexOf('.'))}`, import.meta.url);
 /** A worker that dies within this long of starting is crash-looping: its next start waits, doubling up to the cap. */
 const STABLE_AFTER_MS = 10_000;
 const FIRST_BACKOFF_MS = 100;

@@ -1,10 +1,14 @@
 // The access log: one pino JSON line per finished exchange, written asynchronously to stdout. With `accessLog.mode`
 // off it is not subscribed at all, so the data plane does not even publish.
 import diagnostics from 'node:diagnostics_channel';
-import pino, { type Logger } from 'pino';
+import { createRequire } from 'node:module';
+import type { Logger } from 'pino';
 import type { MeridianRuntime } from '../main.ts';
 import { exchangeEnd } from '../proxy/events.ts';
 import type { ExchangeRecord } from '../proxy/record.ts';
+
+// pino is loaded when the log is first turned on: with the log off (the default), no thread pays for its modules.
+const require = createRequire(import.meta.url);
 
 /** A stuck stdout drops lines past this much buffered output instead of growing without bound. */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
@@ -62,6 +66,7 @@ class AccessLogger implements AccessLog {
     const on = this.#runtime.plane().config.accessLog.mode !== 'off';
     if (on === this.#subscribed) return;
     if (on) {
+      const pino = require('pino') as typeof import('pino').default;
       this.#logger ??= pino(
         // No pid or hostname: the container names the host. pino's level (30, info) stays: log shippers filter on it.
         // `time` is pino's epoch milliseconds: an ISO string would add a quarter to the cost of each line.
