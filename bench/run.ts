@@ -250,7 +250,8 @@ function fmtRss(row: Row): string {
 const INTRO = `# Benchmark results
 
 \`npm run bench\` (bench/run.ts) measures, in one run on loopback, a direct connection to a fixed-response
-upstream and the same upstream behind Meridian (one region, one zone, its default pipeline), http-proxy,
+upstream and the same upstream behind Meridian (one region, one zone, its default pipeline; the JavaScript build
+that the image runs, which the script makes first), http-proxy,
 @fastify/http-proxy, and nginx (one worker) and HAProxy (one thread) when installed. Each target is its own
 process, pinned to CPU 0 with taskset; the upstream and the load generator share CPU 1. Each target gets a
 discarded warm-up, then a measured window with autocannon, and with wrk too when it is installed, because

@@ -8,6 +8,12 @@ import { freePort, hasCommand, startChild, stopChild, type Child } from './child
 import { UPSTREAM_BODY } from './upstream.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * Meridian as the image runs it: the JavaScript build (`npm run build`, which the bench scripts run first), so the
+ * figures, memory above all, are those of what ships rather than of the TypeScript sources run directly.
+ */
+export const MERIDIAN_CLI = join(ROOT, 'dist/cli/index.js');
 const READY_TIMEOUT_MS = 20_000;
 
 /** The proxy under test runs alone on this CPU; upstream and load generator share the other. */
@@ -57,7 +63,7 @@ export const MERIDIAN: Target = {
         '',
       ].join('\n'),
     );
-    return nodeServer('Meridian', port, [join(ROOT, 'src/cli/index.ts'), 'start', '--config', config]);
+    return nodeServer('Meridian', port, [MERIDIAN_CLI, 'start', '--config', config]);
   },
 };
 

@@ -139,7 +139,8 @@ async function main(): Promise<number> {
     '',
     '`npm run bench:workers` (bench/workers.ts): the cost and the gain of data-plane worker threads. Small GETs,',
     `${CONNECTIONS} connections, with bench/run.ts's upstream, client address (X-Forwarded-For, trusted from loopback) and`,
-    'default pipeline. Efficiency is completed requests per CPU-second of the Meridian process: utime + stime from',
+    'default pipeline, running the JavaScript build the image runs (the script makes it first). Efficiency is completed',
+    'requests per CPU-second of the Meridian process: utime + stime from',
     '/proc/PID/stat over the measured window, which counts every thread (main, data-plane workers, libuv, GC).',
     '',
     'The machine has 2 cores, so 2 data-plane threads cannot each have a core of their own while the load generator',
@@ -366,7 +367,7 @@ async function startMeridian(upstream: t.Server, dir: string, workers: number, c
       '',
     ].join('\n'),
   );
-  const child = startChild(`Meridian, workers ${workers}`, process.execPath, [join(ROOT, 'src/cli/index.ts'), 'start', '--config', config], {
+  const child = startChild(`Meridian, workers ${workers}`, process.execPath, [t.MERIDIAN_CLI, 'start', '--config', config], {
     cwd: ROOT,
     cpu,
   });
