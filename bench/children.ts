@@ -1,6 +1,6 @@
 // Every process the bench starts: optionally pinned to one CPU with taskset, tracked, and killed by PID.
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 /** Keep at most this much of a server's output: enough for an error message, never a growing buffer. */
@@ -70,6 +70,33 @@ export async function stopChild(child: Child): Promise<void> {
 /** Last resort on error, Ctrl-C or exit: synchronous, so it also works inside an 'exit' handler. */
 export function killAllChildren(): void {
   for (const child of running) signal(child, 'SIGKILL');
+}
+
+/**
+ * Runs a benchmark's `main` to its exit code. However it ends (done, thrown, or a signal), every child process it
+ * started is stopped and its scratch directory `tmp` removed.
+ */
+export function runBench(main: () => Promise<number>, tmp: string): void {
+  process.on('exit', killAllChildren);
+  for (const name of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(name, () => {
+      console.error(`\nbench: ${name}, stopping every child process`);
+      killAllChildren();
+      rmSync(tmp, { recursive: true, force: true });
+      process.exit(130);
+    });
+  }
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      console.error(`bench: ${(err as Error).stack ?? String(err)}`);
+      killAllChildren();
+      rmSync(tmp, { recursive: true, force: true });
+      process.exitCode = 1;
+    },
+  );
 }
 
 /** Runs a command to completion and returns its output; rejects on a non-zero exit or after `timeoutMs`. */

@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { cpuSeconds, hasCommand, killAllChildren, rssMiB } from './children.ts';
+import { cpuSeconds, hasCommand, runBench, rssMiB } from './children.ts';
 import { DEFAULT_GEO_DATABASES } from '../src/geo/locator.ts';
 import { autocannon, wrk, type AutocannonOptions, type LoadResult } from './load.ts';
 import { describeEnvironment, environmentLines } from './machine.ts';
@@ -275,24 +275,4 @@ function writeResults(section: string): void {
   writeFileSync(RESULTS, `${before}\n\n${section}${after}`);
 }
 
-process.on('exit', killAllChildren);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    console.error(`\nbench: ${signal}, stopping every child process`);
-    killAllChildren();
-    rmSync(TMP, { recursive: true, force: true });
-    process.exit(130);
-  });
-}
-
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error(`bench: ${(err as Error).stack ?? String(err)}`);
-    killAllChildren();
-    rmSync(TMP, { recursive: true, force: true });
-    process.exitCode = 1;
-  },
-);
+runBench(main, TMP);

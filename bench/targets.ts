@@ -41,28 +41,34 @@ export const DIRECT: Target = {
   start: async (upstream) => ({ url: upstream.url, child: upstream.child, stop: async () => {} }),
 };
 
+/**
+ * Meridian's bench config: one region, one zone, the upstream at `upstreamUrl`, the proxy on `port`, the admin API on a
+ * port of its own choosing (the CLI prints it), and `workers` when given (else the default, `auto`).
+ */
+export function meridianConfig(upstreamUrl: string, port: number, workers?: number): string {
+  return [
+    'self: { region: bench, zone: z1 }',
+    ...(workers === undefined ? [] : [`workers: ${workers}`]),
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    'admin: { host: 127.0.0.1, port: 0 }',
+    // The load generator sends X-Forwarded-For with a public address, so client-ip and geo do real work.
+    'geo: { trustedProxies: [127.0.0.1/32] }',
+    'regions:',
+    '  bench:',
+    '    location: [0, 0]',
+    '    zones:',
+    `      z1: { endpoints: ["${upstreamUrl}"] }`,
+    'shutdown: { drainDelay: 0, drainTimeout: 2s }',
+    '',
+  ].join('\n');
+}
+
 export const MERIDIAN: Target = {
   name: 'Meridian',
   async start(upstream, dir) {
     const port = await freePort();
     const config = join(dir, 'meridian.yaml');
-    writeFileSync(
-      config,
-      [
-        'self: { region: bench, zone: z1 }',
-        `listen: { host: 127.0.0.1, port: ${port} }`,
-        'admin: { host: 127.0.0.1, port: 0 }',
-        // The load generator sends X-Forwarded-For with a public address, so client-ip and geo do real work.
-        'geo: { trustedProxies: [127.0.0.1/32] }',
-        'regions:',
-        '  bench:',
-        '    location: [0, 0]',
-        '    zones:',
-        `      z1: { endpoints: ["${upstream.url}"] }`,
-        'shutdown: { drainDelay: 0, drainTimeout: 2s }',
-        '',
-      ].join('\n'),
-    );
+    writeFileSync(config, meridianConfig(upstream.url, port));
     return nodeServer('Meridian', port, [MERIDIAN_CLI, 'start', '--config', config]);
   },
 };

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds, freePort, hasCommand, killAllChildren, rssMiB, startChild, stopChild, type Child } from './children.ts';
+import { cpuSeconds, freePort, hasCommand, runBench, rssMiB, startChild, stopChild, type Child } from './children.ts';
 import { autocannon, wrk, type AutocannonOptions, type LoadResult } from './load.ts';
 import { describeEnvironment, environmentLines } from './machine.ts';
 import * as t from './targets.ts';
@@ -349,24 +349,7 @@ async function waitForQuiet(server: t.Server, upstream: t.Server): Promise<void>
 async function startMeridian(upstream: t.Server, dir: string, workers: number, cpu: number | undefined): Promise<Meridian> {
   const port = await freePort();
   const config = join(dir, 'meridian.yaml');
-  writeFileSync(
-    config,
-    [
-      'self: { region: bench, zone: z1 }',
-      `workers: ${workers}`,
-      `listen: { host: 127.0.0.1, port: ${port} }`,
-      // Port 0: a second freePort() may hand back the same port; the CLI prints the one it got.
-      'admin: { host: 127.0.0.1, port: 0 }',
-      'geo: { trustedProxies: [127.0.0.1/32] }',
-      'regions:',
-      '  bench:',
-      '    location: [0, 0]',
-      '    zones:',
-      `      z1: { endpoints: ["${upstream.url}"] }`,
-      'shutdown: { drainDelay: 0, drainTimeout: 2s }',
-      '',
-    ].join('\n'),
-  );
+  writeFileSync(config, t.meridianConfig(upstream.url, port, workers));
   const child = startChild(`Meridian, workers ${workers}`, process.execPath, [t.MERIDIAN_CLI, 'start', '--config', config], {
     cwd: ROOT,
     cpu,
@@ -647,24 +630,4 @@ function writeResults(section: string): void {
   writeFileSync(RESULTS, `${current.slice(0, start).trimEnd()}\n\n${section}${after}`);
 }
 
-process.on('exit', killAllChildren);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    console.error(`\nbench: ${signal}, stopping every child process`);
-    killAllChildren();
-    rmSync(TMP, { recursive: true, force: true });
-    process.exit(130);
-  });
-}
-
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error(`bench: ${(err as Error).stack ?? String(err)}`);
-    killAllChildren();
-    rmSync(TMP, { recursive: true, force: true });
-    process.exitCode = 1;
-  },
-);
+runBench(main, TMP);
