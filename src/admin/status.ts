@@ -67,7 +67,7 @@ export interface StatusReport {
     readonly cache: { readonly max: number; readonly entries: number };
   };
   /** Chunked uploads pinned to a region (`routing.uploadPinning`): the bounds in force and what is held. */
-  readonly uploadPins: { readonly ttlMs: number; readonly maxEntries: number; readonly uploads: number; readonly firstChunks: number };
+  readonly uploadPins: { readonly ttlMs: number; readonly maxEntries: number; readonly uploads: number };
   readonly traffic: { readonly inflight: number; readonly connections: number; readonly websockets: number };
   /** Where the data plane runs (`in-process` or `workers`), workers replaced since start, and each thread's counts. */
   readonly workers: ReturnType<MeridianRuntime['workers']>;

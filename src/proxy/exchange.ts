@@ -12,6 +12,8 @@ import { closeIfBodyArriving, fenceExhausted, KINDS, ProxyError, sendError, tran
 import { pickInZone } from '../routing/p2c.ts';
 import { exchangeEnd, exchangeFailover } from './events.ts';
 import { recordExchange, recordFailover, type RetryReason } from './record.ts';
+import { uploadKey, type ChunkKind } from './upload-pins.ts';
+import { namesUpload, UploadIdReader } from './upload-id.ts';
 
 /** The downstream response carries its exchange, so shared listeners need no per-request closure. */
 export class MeridianResponse extends ServerResponse<IncomingMessage> {
@@ -50,6 +52,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   location: GeoLocation | null = null;
   project: string | undefined = undefined;
   pinnedRegion: string | undefined = undefined;
+  /** For a chunked-upload request: which upload it belongs to, or that it starts one. */
+  chunk: ChunkKind = null;
   proto = 'http';
   forwardedHost: string | undefined;
   decision: RouteDecision = NO_DECISION;
@@ -77,6 +81,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   #drainListening = false;
   #countedAsRetry = false;
   #circuitSkips = 0;
+  /** Reading a new upload's id from its first chunk's answer, as the answer streams to the client. */
+  #uploadId: UploadIdReader | null = null;
 
   constructor(plane: DataPlane, req: IncomingMessage, res: MeridianResponse, peerIp: string, requestId: string, startedAt: number) {
     this.plane = plane;
@@ -178,8 +184,10 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     this.error = null;
     this.responseStartedAt = now;
     this.status = statusCode;
-    if (statusCode < 400 && this.req.headers['content-range'] !== undefined) {
-      plane.uploadPins.served(this.req.headers, this.clientIp, this.req.url ?? '/', endpoint.region);
+    const chunk = this.chunk;
+    if (chunk !== null && statusCode >= 200 && statusCode < 300) {
+      if (chunk.kind === 'later') plane.uploadPins.pin(chunk.key, endpoint.region);
+      else if (namesUpload(statusCode, headers['content-type'])) this.#uploadId = new UploadIdReader();
     }
     const extra = plane.routingHeaders[endpoint.index];
     // The upstream answered before the client finished its body (a 413, a 401 on an upload).
@@ -189,6 +197,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
 
   onResponseData(controller: Controller, chunk: Buffer): void {
     this.bytesOut += chunk.length;
+    if (this.#uploadId !== null) this.#learnUploadId(chunk);
     if (this.res.write(chunk)) return;
     // Backpressure: stop reading upstream until the client has taken what we gave it.
     controller.pause();
@@ -196,6 +205,14 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       this.#drainListening = true;
       this.res.on('drain', onDownstreamDrain);
     }
+  }
+
+  /** The first chunk's answer names the upload: pin it to the region that took it, for the chunks that follow. */
+  #learnUploadId(chunk: Buffer): void {
+    const reader = this.#uploadId!;
+    const id = reader.read(chunk);
+    if (id !== undefined) this.plane.uploadPins.pin(uploadKey(this.project, id), this.endpoint!.region);
+    if (reader.finished) this.#uploadId = null;
   }
 
   onResponseEnd(): void {

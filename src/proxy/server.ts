@@ -8,6 +8,7 @@ import { closeIfBodyArriving, KINDS, ProxyError } from './errors.ts';
 import { ASTERISK_ALLOW, settleTarget, type TargetVerdict } from './request-target.ts';
 import { rejectMalformed } from './client-error.ts';
 import { handleUpgrade } from './websocket.ts';
+import { chunkKind } from './upload-pins.ts';
 import { endTunnels } from './websocket-drain.ts';
 import type { DataPlane } from './plane.ts';
 import { hasDuplicateHost, identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
@@ -110,7 +111,11 @@ export class ProxyServer {
     exchange.location = plane.locator.locate(exchange.clientIp);
     const headers = req.headers;
     exchange.project = projectOf(req, plane);
-    if (headers['content-range'] !== undefined) exchange.pinnedRegion = plane.uploadPins.regionFor(headers, exchange.clientIp, req.url ?? '/');
+    if (headers['content-range'] !== undefined) {
+      const chunk = chunkKind(headers, exchange.project);
+      exchange.chunk = chunk;
+      if (chunk?.kind === 'later') exchange.pinnedRegion = plane.uploadPins.regionFor(chunk.key);
+    }
     exchange.decision = plane.router.route(exchange);
     exchange.upstreamHeaders = upstreamRequestHeaders(req.headers, exchange, false);
     const body = exchange.body;

@@ -1,5 +1,6 @@
-// Chunked-upload pinning: every chunk of one Appwrite upload must reach the region that took the first. The pins live
-// in shared memory, so the chunks of one upload agree on a region whichever data-plane thread serves them.
+// Chunked-upload pinning: every chunk of one Appwrite upload must reach the region that took the first. Pins are keyed
+// by the upload's identity (project and file id), learned from the first chunk's answer, and live in shared memory,
+// so the chunks of one upload agree on a region whichever data-plane thread serves them.
 import type { IncomingHttpHeaders } from 'node:http';
 import { SharedPinTable, type PinTableDescriptor } from './shared-pin-table.ts';
 
@@ -7,7 +8,6 @@ import { SharedPinTable, type PinTableDescriptor } from './shared-pin-table.ts';
 export interface UploadPinsMemory {
   readonly ttlMs: number;
   readonly uploads: PinTableDescriptor;
-  readonly firstChunks: PinTableDescriptor;
   readonly regions: SharedArrayBuffer;
 }
 
@@ -19,10 +19,37 @@ const clock = (): number => ORIGIN + performance.now();
 const NEVER_MS = 100 * 365 * 86_400_000;
 const lifetime = (ttlMs: number): number => (ttlMs === 0 ? NEVER_MS : ttlMs);
 
+/** What a chunk request says about its upload (README: Routing, affinity). */
+export type ChunkKind =
+  /** `Content-Range: bytes 0-…` without an id: it starts an upload, whose id its answer carries. */
+  | { readonly kind: 'first' }
+  /** A chunk with `x-appwrite-id`: it belongs to the upload under `key`. */
+  | { readonly kind: 'later'; readonly key: string }
+  | null;
+
+const FIRST: ChunkKind = Object.freeze({ kind: 'first' });
+
 /**
- * Appwrite SDKs send the first chunk (`Content-Range: bytes 0-…`) without an id and learn the file id from its
- * response; later chunks, up to 8 at once in node-appwrite ≥ 26, carry it in `x-appwrite-id`. So the first chunk
- * is remembered by client and path, and the first chunk with an id adopts that region for the whole upload.
+ * Which upload a request with `Content-Range` belongs to. Appwrite SDKs send the first chunk without an id and learn
+ * the file id from its answer; later chunks (node-appwrite sends up to 8 at once) carry it in `x-appwrite-id`. The
+ * key is the project and the id together: two projects may use the same file id, and each lives where its project does.
+ */
+export function chunkKind(headers: IncomingHttpHeaders, project: string | undefined): ChunkKind {
+  const id = headers['x-appwrite-id'];
+  if (typeof id === 'string' && id !== '') return { kind: 'later', key: uploadKey(project, id) };
+  const range = headers['content-range'];
+  return range !== undefined && /^bytes 0-/i.test(range) ? FIRST : null;
+}
+
+/** The project's length leads, so no project and id pair can spell another's key. */
+export function uploadKey(project: string | undefined, id: string): string {
+  const name = project ?? '';
+  return `${name.length}:${name}${id}`;
+}
+
+/**
+ * Upload key → region. Nothing is pinned before an upload's first answer: until then its id is unknown, and a pin by
+ * anything else (client and path) would let two uploads from one client take each other's region.
  *
  * The bound is kept among neighbours, not exactly: a pin added past `maxEntries` pushes out the nearby pin that
  * expires soonest, which for uploads (every chunk renews its pin) is the least recently used nearby. Chunks served at
@@ -32,7 +59,6 @@ export class UploadPins {
   #ttlMs: number;
   #lifetimeMs: number;
   #uploads: SharedPinTable;
-  #firstChunks: SharedPinTable;
   readonly #regions: RegionNames;
 
   /** New pins for these bounds, or this thread's view of pins another thread made. */
@@ -40,24 +66,21 @@ export class UploadPins {
   constructor(memory: UploadPinsMemory);
   constructor(source: number | UploadPinsMemory, maxEntries = 0) {
     if (typeof source === 'number') {
-      const now = clock();
       this.#ttlMs = source;
       this.#lifetimeMs = lifetime(source);
-      this.#uploads = SharedPinTable.create(maxEntries, now);
-      this.#firstChunks = SharedPinTable.create(maxEntries, now);
+      this.#uploads = SharedPinTable.create(maxEntries, clock());
       this.#regions = new RegionNames(RegionNames.allocate());
     } else {
       this.#ttlMs = source.ttlMs;
       this.#lifetimeMs = lifetime(source.ttlMs);
       this.#uploads = SharedPinTable.attach(source.uploads);
-      this.#firstChunks = SharedPinTable.attach(source.firstChunks);
       this.#regions = new RegionNames(source.regions);
     }
   }
 
-  /** What another thread attaches to. A reload with new bounds replaces the tables, so it is sent again after one. */
+  /** What another thread attaches to. A reload with new bounds replaces the table, so it is sent again after one. */
   get memory(): UploadPinsMemory {
-    return { ttlMs: this.#ttlMs, uploads: this.#uploads.descriptor, firstChunks: this.#firstChunks.descriptor, regions: this.#regions.buffer };
+    return { ttlMs: this.#ttlMs, uploads: this.#uploads.descriptor, regions: this.#regions.buffer };
   }
 
   get ttlMs(): number {
@@ -68,60 +91,41 @@ export class UploadPins {
     return this.#uploads.maxEntries;
   }
 
-  /** Uploads pinned by id, and first chunks waiting for their upload's id; either may hold up to `maxEntries`. */
-  get entries(): { readonly uploads: number; readonly firstChunks: number } {
-    return { uploads: this.#uploads.size, firstChunks: this.#firstChunks.size };
+  /** Uploads pinned now (expired ones included until their slot is reused). */
+  get entries(): { readonly uploads: number } {
+    return { uploads: this.#uploads.size };
   }
 
   /**
-   * Readies a config reload's bounds and returns the swap; the new tables are allocated here, so the swap cannot
+   * Readies a config reload's bounds and returns the swap; the new table is allocated here, so the swap cannot
    * fail. A table's size is fixed, so the pins move over: uploads in progress keep their region (the most recent
    * ones, when the new bound is smaller), and their age carries over into the new ttl.
    */
   prepare(ttlMs: number, maxEntries: number): () => void {
     if (ttlMs === this.#ttlMs && maxEntries === this.maxEntries) return () => {};
-    const now = clock();
-    const uploads = SharedPinTable.create(maxEntries, now);
-    const firstChunks = SharedPinTable.create(maxEntries, now);
+    const uploads = SharedPinTable.create(maxEntries, clock());
     return () => {
-      const swappedAt = clock();
-      const extendMs = lifetime(ttlMs) - this.#lifetimeMs;
-      this.#uploads.copyTo(uploads, swappedAt, extendMs);
-      this.#firstChunks.copyTo(firstChunks, swappedAt, extendMs);
+      this.#uploads.copyTo(uploads, clock(), lifetime(ttlMs) - this.#lifetimeMs);
       this.#uploads = uploads;
-      this.#firstChunks = firstChunks;
       this.#ttlMs = ttlMs;
       this.#lifetimeMs = lifetime(ttlMs);
     };
   }
 
-  /** The pinned region for a chunk, or undefined for requests that are not later chunks of a known upload. */
-  regionFor(headers: IncomingHttpHeaders, clientIp: string, path: string): string | undefined {
-    const id = headers['x-appwrite-id'];
-    if (typeof id !== 'string' || id === '') return undefined;
-    const now = clock();
-    // Reading an upload's pin keeps it alive: the ttl runs from the upload's last chunk.
-    let region = this.#uploads.get(id, now, this.#lifetimeMs);
-    if (region === -1) {
-      const first = this.#firstChunks.get(firstChunkKey(clientIp, path), now);
-      if (first === -1) return undefined;
-      // Another thread may have pinned this upload since the read above; its pin stands.
-      region = this.#uploads.add(id, first, now, this.#lifetimeMs);
-      if (region === -1) region = first;
-    }
-    return this.#regions.name(region);
+  /** The region the upload under `key` is pinned to, or undefined; reading a pin renews it (the ttl runs from the last chunk). */
+  regionFor(key: string): string | undefined {
+    const region = this.#uploads.get(key, clock(), this.#lifetimeMs);
+    return region === -1 ? undefined : this.#regions.name(region);
   }
 
-  /** Called when an upload chunk got a response from `region`. */
-  served(headers: IncomingHttpHeaders, clientIp: string, path: string, region: string): void {
-    const id = headers['x-appwrite-id'];
-    const hasId = typeof id === 'string' && id !== '';
-    if (!hasId && !isFirstChunk(headers['content-range'])) return;
+  /**
+   * `region` accepted a chunk of the upload under `key`: its first chunk (the id read from the answer), or a later
+   * one whose upload had no pin here (another instance, or this one before a restart, saw the first). An existing
+   * pin stands: a later chunk's answer never moves it.
+   */
+  pin(key: string, region: string): void {
     const index = this.#regions.indexOf(region);
-    if (index === -1) return;
-    // A later chunk's response never moves its upload's pin; a new first chunk on the same path replaces the old one.
-    if (hasId) this.#uploads.add(id, index, clock(), this.#lifetimeMs);
-    else this.#firstChunks.set(firstChunkKey(clientIp, path), index, clock(), this.#lifetimeMs);
+    if (index !== -1) this.#uploads.add(key, index, clock(), this.#lifetimeMs);
   }
 }
 
@@ -208,13 +212,4 @@ class RegionNames {
     this.#names[index] = name;
     if (!this.#indexes.has(name)) this.#indexes.set(name, index);
   }
-}
-
-function isFirstChunk(range: string | undefined): boolean {
-  return range !== undefined && /^bytes 0-/i.test(range);
-}
-
-function firstChunkKey(clientIp: string, path: string): string {
-  const query = path.indexOf('?');
-  return `${clientIp} ${query === -1 ? path : path.slice(0, query)}`;
 }

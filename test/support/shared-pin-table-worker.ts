@@ -1,9 +1,8 @@
 // One of two threads on the same pin table (src/proxy/shared-pin-table.test.ts, src/proxy/upload-pins.test.ts): it
 // attaches to the memory it was posted, meets its twin, runs the scenario and posts back what it saw.
 import { parentPort, workerData } from 'node:worker_threads';
-import type { IncomingHttpHeaders } from 'node:http';
 import { SharedPinTable, type PinTableDescriptor } from '../../src/proxy/shared-pin-table.ts';
-import { UploadPins, type UploadPinsMemory } from '../../src/proxy/upload-pins.ts';
+import { UploadPins, uploadKey, type UploadPinsMemory } from '../../src/proxy/upload-pins.ts';
 
 /** Values name their key: `key * VALUES_PER_KEY + variant`, so a value read under another key shows a torn slot. */
 export const VALUES_PER_KEY = 64;
@@ -107,15 +106,15 @@ function handoff(table: SharedPinTable, keys: number, now: number): WorkerResult
 function uploadPins(memory: UploadPinsMemory, uploads: number, regions: readonly string[]): WorkerResult {
   const pins = new UploadPins(memory);
   const order = (t: number): readonly string[] => (t === 0 ? regions : [...regions].reverse());
-  const chunk = (t: number, n: number): IncomingHttpHeaders => ({ 'content-range': 'bytes 100-199/800', 'x-appwrite-id': `thread-${t}-upload-${n}` });
+  const key = (t: number, n: number): string => uploadKey('shop', `thread-${t}-upload-${n}`);
   barrier(0);
-  for (let n = 0; n < uploads; n++) pins.served(chunk(thread, n), '192.0.2.1', '/v1/storage/buckets/b/files', order(thread)[n % regions.length]);
+  for (let n = 0; n < uploads; n++) pins.pin(key(thread, n), order(thread)[n % regions.length]);
   barrier(1);
   const twin = 1 - thread;
   let hits = 0;
   let wrong = 0;
   for (let n = 0; n < uploads; n++) {
-    if (pins.regionFor(chunk(twin, n), '192.0.2.1', '/v1/storage/buckets/b/files') === order(twin)[n % regions.length]) hits++;
+    if (pins.regionFor(key(twin, n)) === order(twin)[n % regions.length]) hits++;
     else wrong++;
   }
   return { torn: 0, firstTorn: null, hits, misses: 0, wrong };
