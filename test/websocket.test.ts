@@ -89,6 +89,30 @@ describe('tunnel', () => {
     expect(binary.data.equals(bytes)).toBe(true);
   });
 
+  // Appwrite's realtime refuses a bad subscription by sending an error event and closing at once (code 1008): the client
+  // must read the reason before the close, in both the in-process and the worker data plane.
+  test.each([1, 2])("an upstream's last message before its close reaches the client before the close (%i data-plane threads)", async (workers) => {
+    // Large enough to still sit in Meridian's socket buffers when the upstream's close arrives.
+    const error = JSON.stringify({ type: 'error', data: { code: 1008, message: 'Missing or unknown project ID', detail: 'x'.repeat(8 * MiB) } });
+    // Like Appwrite: the error event, the close frame, and the TCP connection ended at once, without waiting for the
+    // client's close frame.
+    const up = await upstream({
+      onConnection: (socket) => {
+        socket.send(error);
+        socket.close(1008, 'Missing or unknown project ID');
+        (socket as unknown as { _socket: { end(): void } })._socket.end();
+      },
+    });
+    proxy = await startProxy([up.origin], {}, { workers });
+    const ws = client(proxy.port);
+    clients.push(ws);
+    const events: string[] = [];
+    ws.on('message', (data) => events.push(`message ${String(data) === error ? 'error event' : 'something else'}`));
+    const [code, reason] = (await once(ws, 'close')) as [number, Buffer];
+    events.push(`close ${code} ${reason.toString()}`);
+    expect(events).toEqual(['message error event', 'close 1008 Missing or unknown project ID']);
+  });
+
   test('a 5 MiB binary message arrives intact in both directions', async () => {
     const up = await upstream();
     const ws = await opened((await meridian([up.origin])).port);
