@@ -1,0 +1,146 @@
+// Chunked uploads with the real node-appwrite SDK, through Meridian with two worker threads, to an Appwrite-shaped
+// backend of four regions whose storage is bound to the region (test/support/appwrite-backend.ts). A chunk that
+// reaches a region other than the one holding its upload gets Appwrite's 404 and the SDK throws, so an upload that
+// completes with every chunk recorded in one region is an upload Meridian kept together.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ID } from 'node-appwrite';
+import { InputFile } from 'node-appwrite/file';
+import { send } from './support/harness.ts';
+import {
+  CHUNK_SIZE,
+  PLACES,
+  appwriteStorage,
+  patternBytes,
+  startAppwriteBackend,
+  startAppwriteFront,
+  writeGeoFixture,
+  type AppwriteBackend,
+  type AppwriteFront,
+  type RegionName,
+} from './support/appwrite-backend.ts';
+
+const BUCKET = 'photos';
+
+let geo: Awaited<ReturnType<typeof writeGeoFixture>>;
+beforeAll(async () => {
+  geo = await writeGeoFixture();
+});
+afterAll(() => geo.remove());
+
+/**
+ * Where an upload's chunks went: a list of problems, empty when every chunk of `fileId` was stored in `region` (and
+ * no other region saw any) and the region holds exactly `bytes`.
+ */
+function landedWhollyIn(backend: AppwriteBackend, project: string, fileId: string, region: RegionName, bytes: Buffer): string[] {
+  const problems: string[] = [];
+  const regions = backend.regionsOf(fileId);
+  if (regions.join() !== region) problems.push(`chunks reached ${regions.join(', ') || 'no region'}, not only ${region}`);
+  const chunks = backend.chunksOf(fileId);
+  const expected = Math.ceil(bytes.length / CHUNK_SIZE);
+  const stored = chunks.filter((c) => c.region === region && c.status === 201).map((c) => c.chunk);
+  if (new Set(stored).size !== expected) problems.push(`${region} stored chunks ${stored.join(', ')} of ${expected}`);
+  const refused = chunks.filter((c) => c.status !== 201);
+  if (refused.length > 0) problems.push(`refused: ${refused.map((c) => `chunk ${c.chunk} in ${c.region}/${c.zone}: ${c.status} ${c.type}`).join('; ')}`);
+  const file = backend.regions[region].file(project, BUCKET, fileId);
+  if (!file?.complete) problems.push(`${region} holds ${file ? `${file.chunksUploaded} of ${file.chunksTotal} chunks` : 'nothing'}`);
+  else if (!file.bytes().equals(bytes)) problems.push(`${region} holds different bytes`);
+  return problems;
+}
+
+describe('chunked uploads through Meridian with two workers', () => {
+  let backend: AppwriteBackend;
+  let front: AppwriteFront;
+  beforeAll(async () => {
+    backend = await startAppwriteBackend();
+    front = await startAppwriteFront(backend, { geoDatabase: geo.path, workers: 2 });
+  });
+  afterAll(async () => {
+    await front?.shutdown();
+    await backend?.close();
+  });
+
+  it('lands every chunk of uploads from four places in the region nearest each, and reads them back whole and by range', async () => {
+    // Three full chunks and an odd tail: four chunks, the first alone, then three at once, as the SDK sends them.
+    const size = 3 * CHUNK_SIZE + 2 * 1024 * 1024 + 123;
+    const places = Object.values(PLACES);
+    const uploads = places.map((place, i) => ({ ...place, fileId: ID.unique(), bytes: patternBytes(size, i + 1) }));
+    // All four at once: each worker serves chunks of several uploads, and none may stray to another's region.
+    const results = await Promise.all(
+      uploads.map(({ ip, fileId, bytes }) =>
+        appwriteStorage(front.endpoint, 'p1', ip).storage.createFile({ bucketId: BUCKET, fileId, file: InputFile.fromBuffer(bytes, `${fileId}.bin`) }),
+      ),
+    );
+    for (const [i, { region, fileId, bytes }] of uploads.entries()) {
+      expect(results[i]).toMatchObject({ $id: fileId, bucketId: BUCKET, sizeOriginal: size, chunksTotal: 4, chunksUploaded: 4 });
+      expect(landedWhollyIn(backend, 'p1', fileId, region, bytes), `upload from ${region}`).toEqual([]);
+    }
+
+    for (const { ip, region, fileId, bytes } of uploads) {
+      const { storage } = appwriteStorage(front.endpoint, 'p1', ip);
+      // Storage is bound to the region, so a read served anywhere else would be a 404 and the SDK would throw.
+      expect(Buffer.from(await storage.getFileDownload({ bucketId: BUCKET, fileId })).equals(bytes), `download from ${region}`).toBe(true);
+      expect(Buffer.from(await storage.getFileView({ bucketId: BUCKET, fileId })).equals(bytes), `view from ${region}`).toBe(true);
+
+      // Ranges across the first chunk boundary, from the middle to the end, and the last bytes.
+      const path = `/v1/storage/buckets/${BUCKET}/files/${fileId}/download`;
+      const ranges: [string, number, number][] = [
+        [`bytes=${CHUNK_SIZE - 100}-${CHUNK_SIZE + 99}`, CHUNK_SIZE - 100, CHUNK_SIZE + 99],
+        [`bytes=${2 * CHUNK_SIZE + 7}-`, 2 * CHUNK_SIZE + 7, size - 1],
+        ['bytes=-1000', size - 1000, size - 1],
+      ];
+      for (const [range, start, end] of ranges) {
+        const reply = await send(front.port, { path, headers: { 'x-appwrite-project': 'p1', 'x-forwarded-for': ip, range } });
+        expect(reply.status, `${range} from ${region}`).toBe(206);
+        expect(reply.headers['content-range']).toBe(`bytes ${start}-${end}/${size}`);
+        expect(reply.body.equals(bytes.subarray(start, end + 1)), `${range} from ${region}`).toBe(true);
+      }
+      // Every read was served by the region holding the file: two whole reads and three ranges.
+      const reads = backend.regions[region].downloads.filter((d) => d.fileId === fileId);
+      expect(reads.map((d) => d.status)).toEqual([200, 200, 206, 206, 206]);
+    }
+  }, 60_000);
+});
+
+describe('two projects with different home regions, uploading at once from one address', () => {
+  let backend: AppwriteBackend;
+  let front: AppwriteFront;
+  const HOMES = { p1: 'eu-north', p2: 'us-west' } as const satisfies Record<string, RegionName>;
+  beforeAll(async () => {
+    backend = await startAppwriteBackend();
+    front = await startAppwriteFront(backend, {
+      geoDatabase: geo.path,
+      workers: 2,
+      overrides: { routing: { projects: { p1: { home: HOMES.p1 }, p2: { home: HOMES.p2 } } } },
+    });
+  });
+  afterAll(async () => {
+    await front?.shutdown();
+    await backend?.close();
+  });
+
+  it('keeps each upload whole in its project’s home region, over 20 rounds of two uploads to the same bucket path', async () => {
+    // One server (New York, nearest us-east, neither project's home) uploads to the same bucket name in both projects
+    // at once. Each upload's first chunk goes to its project's home; a later chunk that followed the other upload's
+    // first chunk would reach a region that never saw its upload and get a 404. Pins keyed by (client IP, path) did
+    // exactly that in most rounds (issue 11); pins keyed by (project, upload id) cannot confuse the two uploads.
+    const ip = PLACES.newYork.ip;
+    const size = 2 * CHUNK_SIZE + 1024 * 1024;
+    const clients = { p1: appwriteStorage(front.endpoint, 'p1', ip).storage, p2: appwriteStorage(front.endpoint, 'p2', ip).storage };
+    const failures: string[] = [];
+    for (let round = 0; round < 20; round++) {
+      const uploads = (['p1', 'p2'] as const).map((project, i) => ({ project, fileId: ID.unique(), bytes: patternBytes(size, 100 * round + i) }));
+      const settled = await Promise.allSettled(
+        uploads.map(({ project, fileId, bytes }) =>
+          clients[project].createFile({ bucketId: BUCKET, fileId, file: InputFile.fromBuffer(bytes, `${fileId}.bin`) }),
+        ),
+      );
+      for (const [i, { project, fileId, bytes }] of uploads.entries()) {
+        const outcome = settled[i];
+        const problems = landedWhollyIn(backend, project, fileId, HOMES[project], bytes);
+        if (outcome.status === 'rejected') problems.unshift(`the SDK threw: ${String(outcome.reason)}`);
+        if (problems.length > 0) failures.push(`round ${round + 1}, ${project}: ${problems.join('; ')}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  }, 120_000);
+});
