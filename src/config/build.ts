@@ -42,6 +42,7 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): Omit<MeridianCo
     readiness: parsed.readiness,
     accessLog: parsed.accessLog,
     headers: parsed.headers,
+    uploads: parsed.uploads,
     shutdown: parsed.shutdown,
   };
 }

@@ -67,6 +67,10 @@ export const DEFAULT_LOCAL_PREFERENCE_KM = 1_000;
 /** A chunked upload's chunks must reach one region; a pin lives this long after its last chunk. */
 export const DEFAULT_UPLOAD_PIN_TTL_MS = 3_600_000;
 export const DEFAULT_UPLOAD_PIN_ENTRIES = 100_000;
+/** Appwrite's chunk is 5 MiB; its multipart envelope adds a few hundred bytes, so a whole chunk fits with room. */
+export const DEFAULT_UPLOAD_RETRY_CHUNK_BYTES = 5 * 1024 * 1024 + 64 * 1024;
+/** Chunk bytes held for retries across the process: about a dozen chunks streaming at once, 8 from one upload. */
+export const DEFAULT_UPLOAD_RETRY_BUFFER_BYTES = 64 * 1024 * 1024;
 
 export const DEFAULT_ACCESS_LOG_MODE = 'off';
 export const DEFAULT_ACCESS_LOG_SAMPLE_RATE = 0.01;

@@ -221,6 +221,12 @@ export const configSchema = z.strictObject({
       routingHeaders: z.boolean().default(d.DEFAULT_ROUTING_HEADERS),
     })
     .prefault({}),
+  uploads: z
+    .strictObject({
+      retryChunkBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(d.DEFAULT_UPLOAD_RETRY_CHUNK_BYTES),
+      retryBufferBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(d.DEFAULT_UPLOAD_RETRY_BUFFER_BYTES),
+    })
+    .prefault({}),
   shutdown: z
     .strictObject({
       drainDelay: duration(d.DEFAULT_DRAIN_DELAY_MS),

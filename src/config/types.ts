@@ -141,5 +141,7 @@ export interface MeridianConfig {
   readonly accessLog: { readonly mode: 'off' | 'on' | 'sampled'; readonly sampleRate: number; readonly includeQuery: boolean };
   readonly readiness: { readonly policy: 'local-zone' | 'local-region' | 'any-region' };
   readonly headers: { readonly forwardedFor: 'overwrite' | 'append'; readonly routingHeaders: boolean };
+  /** Chunk retries: a chunk up to `retryChunkBytes` is held while it streams, within `retryBufferBytes` for the process. */
+  readonly uploads: { readonly retryChunkBytes: number; readonly retryBufferBytes: number };
   readonly shutdown: { readonly drainDelay: number; readonly drainTimeout: number };
 }

@@ -29,6 +29,7 @@ export const OPEN_CONNECTIONS = 'meridian_open_connections';
 export const GEO_DATABASE_BUILD_TIMESTAMP_SECONDS = 'meridian_geo_database_build_timestamp_seconds';
 export const CONFIG_RELOADS_TOTAL = 'meridian_config_reloads_total';
 export const WORKER_RESTARTS_TOTAL = 'meridian_worker_restarts_total';
+export const UPLOAD_CHUNK_RETRIES_TOTAL = 'meridian_upload_chunk_retries_total';
 
 /**
  * prom-client's gauges that end in `_total`, which `promtool check metrics` rejects; each is the sum of a labelled
@@ -188,6 +189,24 @@ class PrometheusExporter implements MetricsExporter {
     this.#reloads = new Counter({ name: CONFIG_RELOADS_TOTAL, help: 'Config reload attempts by result.', labelNames: ['result'], registers });
     this.#reloads.inc({ result: 'success' }, 0);
     this.#reloads.inc({ result: 'failure' }, 0);
+    const chunkResults = [
+      ['retried', STAT.chunkRetried],
+      ['not_held', STAT.chunkNotHeld],
+    ] as const;
+    const chunksExported = { retried: 0, not_held: 0 };
+    new Counter({
+      name: UPLOAD_CHUNK_RETRIES_TOTAL,
+      help: 'Upload chunks sent again in their region after a failure (retried), and chunks that streamed without being held because the chunk-retry memory was full (not_held).',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        for (const [result, stat] of chunkResults) {
+          const total = runtime.stats.total(stat);
+          this.inc({ result }, total - chunksExported[result]);
+          chunksExported[result] = total;
+        }
+      },
+    });
     this.#workerRestarts = new Counter({ name: WORKER_RESTARTS_TOTAL, help: 'Data-plane worker threads replaced after they crashed or stopped answering.', registers });
 
     this.#counterNames = this.#registry

@@ -5,9 +5,21 @@
 // store on x64 and arm64, so a reader on another thread never sees half a value, and a double counts exactly to 2^53.
 
 /** Slots of a row. The geo outcomes come first, in the locator's order (src/geo/locator.ts). */
-export const STAT = Object.freeze({ geoHit: 0, geoMiss: 1, geoPrivate: 2, geoError: 3, requests: 4, connections: 5, websockets: 6, geoCached: 7 });
-/** 8 doubles: 64 bytes, one cache line per thread. */
-export const STAT_ROW = 8;
+export const STAT = Object.freeze({
+  geoHit: 0,
+  geoMiss: 1,
+  geoPrivate: 2,
+  geoError: 3,
+  requests: 4,
+  connections: 5,
+  websockets: 6,
+  geoCached: 7,
+  /** Upload chunks sent again in their region after a failure, and chunks that streamed unheld (the cap was reached). */
+  chunkRetried: 8,
+  chunkNotHeld: 9,
+});
+/** 16 doubles: 128 bytes, two cache lines per thread. */
+export const STAT_ROW = 16;
 /** The slots that describe what a thread holds now rather than what happened: they die with the thread. */
 const GAUGES = [STAT.connections, STAT.websockets, STAT.geoCached];
 

@@ -14,6 +14,8 @@ import { exchangeEnd, exchangeFailover } from './events.ts';
 import { recordExchange, recordFailover, type RetryReason } from './record.ts';
 import { uploadKey, type ChunkKind } from './upload-pins.ts';
 import { namesUpload, UploadIdReader } from './upload-id.ts';
+import { HeldChunk } from './held-chunk.ts';
+import { STAT } from '../observe/thread-stats.ts';
 
 /** The downstream response carries its exchange, so shared listeners need no per-request closure. */
 export class MeridianResponse extends ServerResponse<IncomingMessage> {
@@ -83,6 +85,11 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   #circuitSkips = 0;
   /** Reading a new upload's id from its first chunk's answer, as the answer streams to the client. */
   #uploadId: UploadIdReader | null = null;
+  /** An upload chunk held for retries, and the bytes it reserved of the process's chunk-retry memory. */
+  #held: HeldChunk | null = null;
+  #heldBytes = 0;
+  /** Set once a held chunk went to a region: its retries stay there, where the upload's other chunks were written. */
+  #regionLock: string | null = null;
 
   constructor(plane: DataPlane, req: IncomingMessage, res: MeridianResponse, peerIp: string, requestId: string, startedAt: number) {
     this.plane = plane;
@@ -111,6 +118,15 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     return this.plane.config.geo.clientAddressHeaders;
   }
 
+  /**
+   * Hold this upload chunk while it streams, so a reset, a connect failure or a 502/503/504 can send it again to
+   * another endpoint of the same region (Appwrite writes chunk n of an upload idempotently). `bytes` were reserved.
+   */
+  holdChunk(bytes: number): void {
+    this.#held = new HeldChunk(this.req);
+    this.#heldBytes = bytes;
+  }
+
   /** First dispatch; answers 503 itself when there is nothing to dispatch to. */
   start(): void {
     if (this.dispatchNext()) return;
@@ -127,6 +143,11 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     const load = plane.load;
     while (this.attempts < retries.maxAttempts && this.tier < decision.tiers.length) {
       const tier = decision.tiers[this.tier];
+      if (this.#regionLock !== null && tier[0]?.region !== this.#regionLock) {
+        this.tier++;
+        this.triedInTier = 0;
+        continue;
+      }
       const position = pickInZone(tier, this.triedInTier, load, Math.random);
       if (position === -1) {
         this.tier++;
@@ -147,7 +168,10 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       this.attemptStartedAt = performance.now();
       this.#controller = null;
       const req = this.req;
-      plane.pools.get(endpoint).dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: this.upstreamHeaders, body: this.body }, this);
+      const held = this.#held;
+      if (held !== null) this.#regionLock = endpoint.region;
+      const body = held !== null ? held.attempt() : this.body;
+      plane.pools.get(endpoint).dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: this.upstreamHeaders, body }, this);
       return true;
     }
     return false;
@@ -258,7 +282,10 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     const { retries } = this.plane.config;
     if (this.attempts >= retries.maxAttempts || !this.#hasNextCandidate()) return false;
     let reason: RetryReason;
-    if (kind.nothingSent && (this.body === null || Buffer.isBuffer(this.body) || !this.body.readableDidRead)) {
+    if (this.#held !== null && (kind.nothingSent || kind === KINDS.reset || kind === KINDS.upstreamStatus)) {
+      // A held chunk may go again whatever its method: to the same region only, which #hasNextCandidate checked.
+      reason = kind.nothingSent ? 'connect_failure' : kind === KINDS.reset ? 'reset' : 'upstream_5xx';
+    } else if (kind.nothingSent && (this.body === null || Buffer.isBuffer(this.body) || !this.body.readableDidRead)) {
       reason = 'connect_failure';
     } else if ((kind === KINDS.reset || kind === KINDS.upstreamStatus) && IDEMPOTENT.has(this.req.method ?? '') && (this.body === null || Buffer.isBuffer(this.body))) {
       reason = kind === KINDS.reset ? 'reset' : 'upstream_5xx';
@@ -274,14 +301,17 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       this.#countedAsRetry = true;
     }
     this.retryReason = reason;
+    if (this.#held !== null) this.plane.traffic.tally(STAT.chunkRetried);
     return true;
   }
 
   #hasNextCandidate(): boolean {
     const { tiers } = this.decision;
-    if (this.tier + 1 < tiers.length) return true;
+    const lock = this.#regionLock;
     const current = tiers[this.tier];
-    return current !== undefined && this.triedInTier !== (1 << current.length) - 1;
+    if (current !== undefined && this.triedInTier !== (1 << current.length) - 1 && (lock === null || current[0]?.region === lock)) return true;
+    for (let next = this.tier + 1; next < tiers.length; next++) if (lock === null || tiers[next][0]?.region === lock) return true;
+    return false;
   }
 
   resumeUpstream(): void {
@@ -319,6 +349,11 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     const traffic = this.plane.traffic;
     traffic.exchangeEnded();
     if (this.#countedAsRetry) traffic.retryEnded();
+    if (this.#held !== null) {
+      this.#held.release();
+      this.#held = null;
+      traffic.releaseHeld(this.#heldBytes);
+    }
   }
 }
 

@@ -45,6 +45,8 @@ export function createDataPlane(config: MeridianConfig, router: Router, parts: D
 /** Slots of the process-wide traffic counters; each thread's share of them follows, a 64-byte row per thread. */
 const INFLIGHT = 0;
 const RETRYING = 1;
+/** Upload chunk bytes held for retries (src/proxy/held-chunk.ts), against `uploads.retryBufferBytes`. */
+const HELD_BYTES = 2;
 const ROW = 16;
 
 /**
@@ -74,7 +76,7 @@ export class Traffic {
     this.#stats = stats;
     if (this.#counters.length < 2 * ROW || this.#counters.length % ROW !== 0) throw new RangeError('traffic counters have the wrong size');
     if ((thread + 2) * ROW > this.#counters.length) throw new RangeError(`traffic counters have no row for thread ${thread}`);
-    this.#own = this.#counters.subarray((thread + 1) * ROW, (thread + 1) * ROW + 2);
+    this.#own = this.#counters.subarray((thread + 1) * ROW, (thread + 1) * ROW + 3);
   }
 
   /** `threads`: how many data-plane threads will count. */
@@ -83,13 +85,13 @@ export class Traffic {
   }
 
   /**
-   * `thread` died with exchanges open: take them out of the process's counts, or the retry budget would be reckoned
-   * against exchanges that no longer exist. Called once the thread has exited, so nothing writes its row any more.
+   * `thread` died with exchanges open: take them out of the process's counts (and the chunk bytes it held), or the
+   * retry budget would be reckoned against exchanges that no longer exist. Called once the thread has exited, so nothing writes its row any more.
    */
   forget(thread: number): void {
     const at = (thread + 1) * ROW;
     if (at + ROW > this.#counters.length) return;
-    for (const slot of [INFLIGHT, RETRYING]) {
+    for (const slot of [INFLIGHT, RETRYING, HELD_BYTES]) {
       Atomics.sub(this.#counters, slot, this.#counters[at + slot]);
       this.#counters[at + slot] = 0;
     }
@@ -103,6 +105,11 @@ export class Traffic {
   /** Open downstream HTTP connections of this thread (WebSockets are in `tunnels`). */
   get connections(): number {
     return this.#stats[STAT.connections];
+  }
+
+  /** One more of a per-thread counter (src/observe/thread-stats.ts STAT), for the metrics to add up. */
+  tally(stat: number): void {
+    this.#stats[stat]++;
   }
 
   connectionOpened(): void {
@@ -159,6 +166,31 @@ export class Traffic {
   retryEnded(): void {
     Atomics.sub(this.#counters, RETRYING, 1);
     this.#own[RETRYING]--;
+  }
+
+  /** Upload chunk bytes held for retries in the whole process. */
+  get heldBytes(): number {
+    return Atomics.load(this.#counters, HELD_BYTES);
+  }
+
+  /** Reserve `bytes` of the process's chunk-retry memory unless that would pass `limit`; one compare-and-swap. */
+  tryHold(bytes: number, limit: number): boolean {
+    const counters = this.#counters;
+    let held = Atomics.load(counters, HELD_BYTES);
+    while (held + bytes <= limit) {
+      const seen = Atomics.compareExchange(counters, HELD_BYTES, held, held + bytes);
+      if (seen === held) {
+        this.#own[HELD_BYTES] += bytes;
+        return true;
+      }
+      held = seen;
+    }
+    return false;
+  }
+
+  releaseHeld(bytes: number): void {
+    Atomics.sub(this.#counters, HELD_BYTES, bytes);
+    this.#own[HELD_BYTES] -= bytes;
   }
 
   tunnelOpened(tunnel: TunnelHandle): void {

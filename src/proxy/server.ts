@@ -9,6 +9,7 @@ import { ASTERISK_ALLOW, settleTarget, type TargetVerdict } from './request-targ
 import { rejectMalformed } from './client-error.ts';
 import { handleUpgrade } from './websocket.ts';
 import { chunkKind } from './upload-pins.ts';
+import { STAT } from '../observe/thread-stats.ts';
 import { endTunnels } from './websocket-drain.ts';
 import type { DataPlane } from './plane.ts';
 import { hasDuplicateHost, identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
@@ -120,7 +121,10 @@ export class ProxyServer {
     exchange.upstreamHeaders = upstreamRequestHeaders(req.headers, exchange, false);
     const body = exchange.body;
     if (body !== null && shouldHoldBody(req, plane.config.retries.bufferBodyBytes)) holdBodyThenStart(exchange, body as IncomingMessage);
-    else exchange.start();
+    else {
+      if (body !== null && exchange.chunk !== null) holdChunkIfRoom(exchange, plane);
+      exchange.start();
+    }
   };
 
   #onConnection = (socket: Socket): void => {
@@ -157,6 +161,18 @@ function shouldHoldBody(req: IncomingMessage, limit: number): boolean {
   if (limit === 0 || !IDEMPOTENT_WITH_BODY.has(req.method ?? '')) return false;
   const length = Number(req.headers['content-length']);
   return Number.isInteger(length) && length <= limit;
+}
+
+/**
+ * An upload chunk up to `uploads.retryChunkBytes` is held while it streams, if the process's chunk-retry memory has
+ * room for its declared length; otherwise it streams unheld (no retry), and the metric counts it.
+ */
+function holdChunkIfRoom(exchange: Exchange, plane: DataPlane): void {
+  const { retryChunkBytes, retryBufferBytes } = plane.config.uploads;
+  const length = Number(exchange.req.headers['content-length']);
+  if (!Number.isInteger(length) || length > retryChunkBytes) return;
+  if (plane.traffic.tryHold(length, retryBufferBytes)) exchange.holdChunk(length);
+  else plane.traffic.tally(STAT.chunkNotHeld);
 }
 
 function holdBodyThenStart(exchange: Exchange, req: IncomingMessage): void {

@@ -1,0 +1,114 @@
+// Upload chunks that fail mid-stream are sent again in their region: a chunk (Content-Range) up to
+// `uploads.retryChunkBytes` is held while it streams, and a reset, a refused connect or a 502/503/504 sends it whole to
+// the next endpoint of the same region, never to another region, where the upload's other chunks are not. Over the
+// process's `uploads.retryBufferBytes`, a chunk streams unheld and the metric counts it.
+import { afterEach, describe, expect, test } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { send, until, type Overrides } from './support/harness.ts';
+import { startWorld, type World } from './support/zones.ts';
+
+const PATH = '/v1/storage/buckets/photos/files';
+const MiB = 1024 * 1024;
+const LAYOUT = {
+  home: { location: [50.11, 8.68] as [number, number], zones: { 'az-1': ['home-a'], 'az-3': ['home-b'] } },
+  far: { location: [40.71, -74.0] as [number, number], zones: { 'az-1': ['far-a'] } },
+};
+const SELF = { region: 'home', zone: 'az-1' };
+
+let world: World | undefined;
+afterEach(async () => {
+  await world?.close();
+  world = undefined;
+});
+
+async function start(overrides: Overrides = {}, workers = 1): Promise<World> {
+  world = await startWorld(LAYOUT, SELF, { health: { interval: '1h' }, ...overrides }, workers);
+  return world;
+}
+
+/** Reads the whole chunk, then answers 201 with a File JSON naming itself and the digest of what it received. */
+function accepts(name: string): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const hash = createHash('sha256');
+    req.on('data', (chunk: Buffer) => hash.update(chunk));
+    req.on('end', () => {
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ $id: 'upload-1', served: name, sha256: hash.digest('hex') }));
+    });
+  };
+}
+
+/** Takes part of the chunk, then the connection dies under it: a zone going down mid-chunk. */
+function diesAfter(bytes: number): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req) => {
+    let seen = 0;
+    req.on('data', (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen >= bytes) req.socket.destroy();
+    });
+  };
+}
+
+function chunkRequest(body: Buffer, id?: string) {
+  const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-range': `bytes 0-${body.length - 1}/${body.length * 4}`, 'x-appwrite-project': 'shop' };
+  if (id !== undefined) headers['x-appwrite-id'] = id;
+  return { method: 'POST', path: PATH, headers, body };
+}
+
+async function metric(w: World, line: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${w.meridian.adminAddress.port}/metrics`)).text();
+  const match = new RegExp(`^${line.replace(/[{}"]/g, '\\$&')} (\\d+)`, 'm').exec(text);
+  return match === null ? Number.NaN : Number(match[1]);
+}
+
+describe('a chunk whose upstream dies while it streams', () => {
+  test.each([1, 2])('is sent whole to the sibling zone of its region, and the client never sees the failure (%i data-plane threads)', async (workers) => {
+    const w = await start({}, workers);
+    w.backends['home-a'].handler = diesAfter(1 * MiB);
+    w.backends['home-b'].handler = accepts('home-b');
+    w.backends['far-a'].handler = accepts('far-a');
+    const body = randomBytes(5 * MiB);
+    const reply = await send(w.port, chunkRequest(body));
+    expect(reply.status).toBe(201);
+    const file = JSON.parse(reply.body.toString());
+    expect(file.served).toBe('home-b');
+    expect(file.sha256).toBe(createHash('sha256').update(body).digest('hex'));
+    expect(w.backends['far-a'].requests).toBe(0);
+    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="retried"}')).toBe(1);
+  });
+
+  test('never goes to another region: with both zones of its region failing, the client gets the error', async () => {
+    const w = await start();
+    w.backends['home-a'].handler = diesAfter(64 * 1024);
+    w.backends['home-b'].handler = (req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(503).end());
+    };
+    w.backends['far-a'].handler = accepts('far-a');
+    const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB)));
+    expect(reply.status).toBe(503);
+    expect(w.backends['far-a'].requests).toBe(0);
+    expect(w.backends['home-a'].requests + w.backends['home-b'].requests).toBe(2);
+  });
+
+  test('over the process-wide chunk memory, streams unheld: no retry, and the metric counts it', async () => {
+    const w = await start({ uploads: { retryBufferBytes: 1 * MiB } });
+    w.backends['home-a'].handler = diesAfter(64 * 1024);
+    w.backends['home-b'].handler = accepts('home-b');
+    w.backends['far-a'].handler = accepts('far-a');
+    const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB)));
+    expect(reply.status).toBe(502);
+    expect(w.backends['home-b'].requests).toBe(0);
+    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="not_held"}')).toBe(1);
+    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="retried"}')).toBe(0);
+  });
+
+  test('gives its held bytes back when it ends, so the next chunks are held again', async () => {
+    const w = await start({ uploads: { retryBufferBytes: 3 * MiB } });
+    w.backends['home-a'].handler = accepts('home-a');
+    for (let i = 0; i < 4; i++) expect((await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'))).status).toBe(201);
+    await until(async () => (await metric(w, 'meridian_upload_chunk_retries_total{result="not_held"}')) === 0, 'the metric');
+    expect(w.meridian.runtime.traffic.heldBytes).toBe(0);
+  });
+});
