@@ -1,7 +1,7 @@
-// Upload chunks that fail mid-stream are sent again in their region: a chunk (Content-Range) up to
-// `uploads.retryChunkBytes` is held while it streams, and a reset, a refused connect or a 502/503/504 sends it whole to
-// the next endpoint of the same region, never to another region, where the upload's other chunks are not. Over the
-// process's `uploads.retryBufferBytes`, a chunk streams unheld and the metric counts it.
+// Upload chunks that fail mid-stream are sent again: a chunk (Content-Range) up to `uploads.retryChunkBytes` is held
+// while it streams, and a reset, a refused connect or a 502/503/504 sends it whole to the next endpoint; a later chunk
+// only within its region, where the upload's other chunks are, a first chunk to the next candidate (its upload starts
+// wherever it lands). Over the process's `uploads.retryBufferBytes`, a chunk streams unheld and the metric counts it.
 import { afterEach, describe, expect, test } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -69,7 +69,7 @@ describe('a chunk whose upstream dies while it streams', () => {
     w.backends['home-b'].handler = accepts('home-b');
     w.backends['far-a'].handler = accepts('far-a');
     const body = randomBytes(5 * MiB);
-    const reply = await send(w.port, chunkRequest(body));
+    const reply = await send(w.port, chunkRequest(body, 'upload-1'));
     expect(reply.status).toBe(201);
     const file = JSON.parse(reply.body.toString());
     expect(file.served).toBe('home-b');
@@ -78,7 +78,7 @@ describe('a chunk whose upstream dies while it streams', () => {
     expect(await metric(w, 'meridian_upload_chunk_retries_total{result="retried"}')).toBe(1);
   });
 
-  test('never goes to another region: with both zones of its region failing, the client gets the error', async () => {
+  test('a later chunk never goes to another region: with both zones of its region failing, the client gets the error', async () => {
     const w = await start();
     w.backends['home-a'].handler = diesAfter(64 * 1024);
     w.backends['home-b'].handler = (req, res) => {
@@ -86,10 +86,21 @@ describe('a chunk whose upstream dies while it streams', () => {
       req.on('end', () => res.writeHead(503).end());
     };
     w.backends['far-a'].handler = accepts('far-a');
-    const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB)));
+    const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'));
     expect(reply.status).toBe(503);
     expect(w.backends['far-a'].requests).toBe(0);
     expect(w.backends['home-a'].requests + w.backends['home-b'].requests).toBe(2);
+  });
+
+  test('a first chunk whose region fails goes on to the next region: its upload has no chunk anywhere yet', async () => {
+    const w = await start();
+    w.backends['home-a'].handler = diesAfter(64 * 1024);
+    await w.backends['home-b'].kill();
+    w.backends['far-a'].handler = accepts('far-a');
+    const body = randomBytes(2 * MiB);
+    const reply = await send(w.port, chunkRequest(body));
+    expect(reply.status).toBe(201);
+    expect(JSON.parse(reply.body.toString())).toMatchObject({ served: 'far-a', sha256: createHash('sha256').update(body).digest('hex') });
   });
 
   test('over the process-wide chunk memory, streams unheld: no retry, and the metric counts it', async () => {
@@ -97,7 +108,7 @@ describe('a chunk whose upstream dies while it streams', () => {
     w.backends['home-a'].handler = diesAfter(64 * 1024);
     w.backends['home-b'].handler = accepts('home-b');
     w.backends['far-a'].handler = accepts('far-a');
-    const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB)));
+    const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'));
     expect(reply.status).toBe(502);
     expect(w.backends['home-b'].requests).toBe(0);
     expect(await metric(w, 'meridian_upload_chunk_retries_total{result="not_held"}')).toBe(1);

@@ -88,7 +88,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   /** An upload chunk held for retries, and the bytes it reserved of the process's chunk-retry memory. */
   #held: HeldChunk | null = null;
   #heldBytes = 0;
-  /** Set once a held chunk went to a region: its retries stay there, where the upload's other chunks were written. */
+  /** Set once a held later chunk went to a region: its retries stay there, where the upload's other chunks were written. */
   #regionLock: string | null = null;
 
   constructor(plane: DataPlane, req: IncomingMessage, res: MeridianResponse, peerIp: string, requestId: string, startedAt: number) {
@@ -119,8 +119,9 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   }
 
   /**
-   * Hold this upload chunk while it streams, so a reset, a connect failure or a 502/503/504 can send it again to
-   * another endpoint of the same region (Appwrite writes chunk n of an upload idempotently). `bytes` were reserved.
+   * Hold this upload chunk while it streams, so a reset, a connect failure or a 502/503/504 can send it again:
+   * a later chunk to another endpoint of the same region (Appwrite writes chunk n of an upload idempotently, and the
+   * other chunks are there), a first chunk to the next candidate. `bytes` were reserved.
    */
   holdChunk(bytes: number): void {
     this.#held = new HeldChunk(this.req);
@@ -169,7 +170,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       this.#controller = null;
       const req = this.req;
       const held = this.#held;
-      if (held !== null) this.#regionLock = endpoint.region;
+      // A later chunk's upload lives where its other chunks were written; a first chunk's upload starts wherever it lands.
+      if (held !== null && this.chunk?.kind === 'later') this.#regionLock = endpoint.region;
       const body = held !== null ? held.attempt() : this.body;
       plane.pools.get(endpoint).dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: this.upstreamHeaders, body }, this);
       return true;
@@ -283,7 +285,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     if (this.attempts >= retries.maxAttempts || !this.#hasNextCandidate()) return false;
     let reason: RetryReason;
     if (this.#held !== null && (kind.nothingSent || kind === KINDS.reset || kind === KINDS.upstreamStatus)) {
-      // A held chunk may go again whatever its method: to the same region only, which #hasNextCandidate checked.
+      // A held chunk may go again whatever its method; a later chunk only within its region (#hasNextCandidate checked).
       reason = kind.nothingSent ? 'connect_failure' : kind === KINDS.reset ? 'reset' : 'upstream_5xx';
     } else if (kind.nothingSent && (this.body === null || Buffer.isBuffer(this.body) || !this.body.readableDidRead)) {
       reason = 'connect_failure';
