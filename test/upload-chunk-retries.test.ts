@@ -123,3 +123,67 @@ describe('a chunk whose upstream dies while it streams', () => {
     expect(w.meridian.runtime.traffic.heldBytes).toBe(0);
   });
 });
+
+describe('pin discovery: a later chunk of an upload this instance never pinned', () => {
+  const DISCOVERY_LAYOUT = {
+    home: { location: [50.11, 8.68] as [number, number], zones: { 'az-1': ['home-a'] } },
+    near: { location: [48.86, 2.35] as [number, number], zones: { 'az-1': ['near-a'] } },
+    far: { location: [40.71, -74.0] as [number, number], zones: { 'az-1': ['far-a'] } },
+  };
+  const notFound = (type: string) => (req: IncomingMessage, res: ServerResponse) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ message: 'The requested file could not be found.', code: 404, type, version: '1.7.4' }));
+    });
+  };
+
+  async function discoveryWorld(): Promise<World> {
+    world = await startWorld(DISCOVERY_LAYOUT, SELF, { health: { interval: '1h' } });
+    return world;
+  }
+
+  test('goes on to the next region after storage_file_not_found, is pinned where it is accepted, and the next chunk goes straight there', async () => {
+    const w = await discoveryWorld();
+    w.backends['home-a'].handler = notFound('storage_file_not_found');
+    w.backends['near-a'].handler = notFound('storage_file_not_found');
+    w.backends['far-a'].handler = accepts('far-a');
+    const body = randomBytes(1 * MiB);
+    const reply = await send(w.port, chunkRequest(body, 'upload-elsewhere'));
+    expect(reply.status).toBe(201);
+    expect(JSON.parse(reply.body.toString())).toMatchObject({ served: 'far-a', sha256: createHash('sha256').update(body).digest('hex') });
+    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBe(1);
+    const before = [w.backends['home-a'].requests, w.backends['near-a'].requests];
+    expect((await send(w.port, chunkRequest(randomBytes(1024), 'upload-elsewhere'))).status).toBe(201);
+    expect([w.backends['home-a'].requests, w.backends['near-a'].requests]).toEqual(before);
+    expect(w.backends['far-a'].requests).toBe(2);
+  });
+
+  test('relays any other 404 as it is, and a 404 from every region it may ask, without going further', async () => {
+    const w = await discoveryWorld();
+    w.backends['home-a'].handler = notFound('storage_bucket_not_found');
+    w.backends['near-a'].handler = accepts('near-a');
+    const other = await send(w.port, chunkRequest(randomBytes(1024), 'upload-1'));
+    expect(other.status).toBe(404);
+    expect(JSON.parse(other.body.toString()).type).toBe('storage_bucket_not_found');
+    expect(w.backends['near-a'].requests).toBe(0);
+
+    for (const name of ['home-a', 'near-a', 'far-a']) w.backends[name].handler = notFound('storage_file_not_found');
+    const nowhere = await send(w.port, chunkRequest(randomBytes(1024), 'upload-2'));
+    expect(nowhere.status).toBe(404);
+    expect(JSON.parse(nowhere.body.toString()).type).toBe('storage_file_not_found');
+    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBe(0);
+  });
+
+  test('a first chunk, or a chunk whose upload is pinned here, is never sent looking elsewhere', async () => {
+    const w = await discoveryWorld();
+    // Pinned to home by an accepted chunk; home then loses the upload (its storage was reset, say).
+    w.backends['home-a'].handler = accepts('home-a');
+    expect((await send(w.port, chunkRequest(randomBytes(1024), 'upload-3'))).status).toBe(201);
+    w.backends['home-a'].handler = notFound('storage_file_not_found');
+    w.backends['near-a'].handler = accepts('near-a');
+    expect((await send(w.port, chunkRequest(randomBytes(1024), 'upload-3'))).status).toBe(404);
+    expect((await send(w.port, chunkRequest(randomBytes(1024)))).status).toBe(404);
+    expect(w.backends['near-a'].requests).toBe(0);
+  });
+});

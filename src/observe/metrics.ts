@@ -192,11 +192,12 @@ class PrometheusExporter implements MetricsExporter {
     const chunkResults = [
       ['retried', STAT.chunkRetried],
       ['not_held', STAT.chunkNotHeld],
+      ['discovered', STAT.chunkDiscovered],
     ] as const;
-    const chunksExported = { retried: 0, not_held: 0 };
+    const chunksExported = { retried: 0, not_held: 0, discovered: 0 };
     new Counter({
       name: UPLOAD_CHUNK_RETRIES_TOTAL,
-      help: 'Upload chunks sent again in their region after a failure (retried), and chunks that streamed without being held because the chunk-retry memory was full (not_held).',
+      help: 'Upload chunks sent again in their region after a failure (retried), chunks that streamed without being held because the chunk-retry memory was full (not_held), and chunks of an upload unknown here that another region accepted after a 404 (discovered).',
       labelNames: ['result'],
       registers,
       collect() {

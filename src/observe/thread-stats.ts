@@ -17,6 +17,8 @@ export const STAT = Object.freeze({
   /** Upload chunks sent again in their region after a failure, and chunks that streamed unheld (the cap was reached). */
   chunkRetried: 8,
   chunkNotHeld: 9,
+  /** Chunks of an upload unknown here that another region accepted after the usual one answered 404 (pin discovery). */
+  chunkDiscovered: 10,
 });
 /** 16 doubles: 128 bytes, two cache lines per thread. */
 export const STAT_ROW = 16;

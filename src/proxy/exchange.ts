@@ -32,6 +32,27 @@ const NO_DECISION: RouteDecision = Object.freeze({ candidates: [], tiers: [], pa
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
+/** Appwrite's error JSON is a few hundred bytes; a 404 body longer than this is not the one pin discovery reads. */
+const NOT_FOUND_BODY_BYTES = 4_096;
+
+interface NotFoundAnswer {
+  readonly statusCode: number;
+  readonly statusMessage: string | undefined;
+  readonly headers: IncomingHttpHeaders;
+  readonly parts: Buffer[];
+  bytes: number;
+  readonly at: number;
+}
+
+/** Appwrite's answer to a chunk of an upload the region does not know. */
+function isFileNotFound(parts: readonly Buffer[]): boolean {
+  try {
+    return (JSON.parse(Buffer.concat(parts).toString('utf8')) as { type?: unknown }).type === 'storage_file_not_found';
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Fields are filled in phase order by the server (client-ip, geo, route, headers) before the first dispatch.
  * The exchange doubles as the route facts, the forwarding facts and the undici handler, so no per-phase objects exist.
@@ -88,6 +109,10 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   /** An upload chunk held for retries, and the bytes it reserved of the process's chunk-retry memory. */
   #held: HeldChunk | null = null;
   #heldBytes = 0;
+  /** A 404 to a later chunk of an unpinned upload, held back until its body is read (pin discovery). */
+  #notFound: NotFoundAnswer | null = null;
+  /** This chunk went on to another region after a 404 (pin discovery). */
+  #discovered = false;
   /** Set once a held later chunk went to a region: its retries stay there, where the upload's other chunks were written. */
   #regionLock: string | null = null;
 
@@ -203,7 +228,19 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       }
     } else {
       plane.outcomes.success(endpoint.index);
+      if (statusCode === 404 && this.#mayDiscover()) {
+        // Held back until its body tells whether this region does not know the upload (onResponseEnd).
+        this.#notFound = { statusCode, statusMessage, headers, parts: [], bytes: 0, at: now };
+        return;
+      }
     }
+    this.#answer(statusCode, headers, statusMessage, now);
+  }
+
+  /** The upstream's answer goes to the client: its head now, its body as it streams. */
+  #answer(statusCode: number, headers: IncomingHttpHeaders, statusMessage: string | undefined, now: number): void {
+    const endpoint = this.endpoint!;
+    const plane = this.plane;
     this.awaitingResponse = false;
     this.responseStarted = true;
     // An earlier attempt's failure is told by the failover fields; the answer the client gets is this one's.
@@ -212,6 +249,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     this.status = statusCode;
     const chunk = this.chunk;
     if (chunk !== null && statusCode >= 200 && statusCode < 300) {
+      if (this.#discovered) plane.traffic.tally(STAT.chunkDiscovered);
       if (chunk.kind === 'later') plane.uploadPins.pin(chunk.key, endpoint.region);
       else if (namesUpload(statusCode, headers['content-type'])) this.#uploadId = new UploadIdReader();
     }
@@ -222,6 +260,14 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
+    const notFound = this.#notFound;
+    if (notFound !== null) {
+      notFound.parts.push(chunk);
+      notFound.bytes += chunk.length;
+      // Too long for Appwrite's error JSON: not the answer discovery looks for; the client gets it as it is.
+      if (notFound.bytes > NOT_FOUND_BODY_BYTES) this.#relayNotFound(notFound);
+      return;
+    }
     this.bytesOut += chunk.length;
     if (this.#uploadId !== null) this.#learnUploadId(chunk);
     if (this.res.write(chunk)) return;
@@ -243,13 +289,63 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
 
   onResponseEnd(): void {
     this.plane.load.release(this.endpoint!.index);
+    const notFound = this.#notFound;
+    if (notFound !== null) {
+      // Dispatching from inside undici's callback would re-enter it; the next attempt goes on the next tick.
+      process.nextTick(() => {
+        if (this.res.destroyed) return;
+        if (!isFileNotFound(notFound.parts) || !this.#discoverElsewhere()) this.#relayNotFound(notFound);
+        if (this.#notFound === null && this.responseStarted) this.res.end();
+      });
+      return;
+    }
     this.res.end();
+  }
+
+  /**
+   * Pin discovery: a later chunk of an upload with no pin here (its first chunk went through another instance, or
+   * through this one before a restart) was sent by the usual route, and that region does not know the upload. It is
+   * sent, held, to the next allowed region, nearest first, until one accepts it (its pin is then made from the answer)
+   * or `retries.maxAttempts` is spent: one attempt per region, each bounded by `timeouts.response`.
+   */
+  #mayDiscover(): boolean {
+    return this.chunk?.kind === 'later' && this.pinnedRegion === undefined && this.#held !== null && this.attempts < this.plane.config.retries.maxAttempts;
+  }
+
+  /** True when the chunk went on to another region; false when none is left to ask. */
+  #discoverElsewhere(): boolean {
+    const { tiers } = this.decision;
+    const from = this.endpoint!.region;
+    let next = this.tier;
+    while (next < tiers.length && tiers[next][0]?.region === from) next++;
+    if (next >= tiers.length) return false;
+    this.#notFound = null;
+    this.#regionLock = null;
+    this.tier = next;
+    this.triedInTier = 0;
+    this.#discovered = true;
+    this.previousEndpoint = this.endpoint;
+    if (this.dispatchNext()) return true;
+    this.endpoint = this.previousEndpoint;
+    return false;
+  }
+
+  /** The held-back 404 goes to the client after all, head and the body read so far. */
+  #relayNotFound(notFound: NotFoundAnswer): void {
+    this.#notFound = null;
+    this.#answer(notFound.statusCode, notFound.headers, notFound.statusMessage, notFound.at);
+    for (const part of notFound.parts) {
+      this.bytesOut += part.length;
+      this.res.write(part);
+    }
   }
 
   onResponseError(_controller: Controller, err: Error): void {
     const endpoint = this.endpoint!;
     this.plane.load.release(endpoint.index);
     this.awaitingResponse = false;
+    // A 404 cut off while discovery read it is a failed attempt like any other.
+    this.#notFound = null;
     const error = translateUpstreamError(err);
     this.error = error;
     const res = this.res;
