@@ -17,6 +17,7 @@ import {
   type AppwriteBackend,
   type AppwriteFront,
   type RegionName,
+  type ZoneName,
 } from './support/appwrite-backend.ts';
 
 const BUCKET = 'photos';
@@ -143,4 +144,82 @@ describe('two projects with different home regions, uploading at once from one a
     }
     expect(failures).toEqual([]);
   }, 120_000);
+});
+
+/** A counter's value on the admin /metrics (the process's total over its workers); NaN when the line is absent. */
+async function metric(front: AppwriteFront, line: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${front.adminPort}/metrics`)).text();
+  const match = new RegExp(`^${line.replace(/[{}"]/g, '\\$&')} (\\d+)`, 'm').exec(text);
+  return match === null ? Number.NaN : Number(match[1]);
+}
+
+describe('the zone receiving an upload dies while a chunk streams into it', () => {
+  let backend: AppwriteBackend;
+  let front: AppwriteFront;
+  beforeAll(async () => {
+    backend = await startAppwriteBackend();
+    // Health checks at boot only (startAppwriteFront's default): the dead zone stays a candidate, so what saves the
+    // upload is the data plane sending the held chunk again, not a health check taking the zone out.
+    front = await startAppwriteFront(backend, { geoDatabase: geo.path, workers: 2 });
+  });
+  afterAll(async () => {
+    await front?.shutdown();
+    await backend?.close();
+  });
+
+  it('completes: the cut chunk is sent whole to the sibling zone, and every chunk is stored in the region', async () => {
+    // Four chunks: the first alone, then three at once. The zone that gets the first later chunk is killed once that
+    // chunk's first bytes have arrived (node-appwrite never retries a chunk: without Meridian's retry it throws).
+    const { ip, region } = PLACES.stockholm;
+    const size = 3 * CHUNK_SIZE + 1024 * 1024 + 17;
+    const fileId = ID.unique();
+    const bytes = patternBytes(size, 4242);
+    const probesBefore = Object.fromEntries(Object.entries(backend.zones).map(([name, zone]) => [name, zone.probes]));
+    const contentLengths: number[] = [];
+    let killed: { zone: ZoneName; contentRange: string | undefined } | undefined;
+    backend.onChunkHead = (head, req) => {
+      contentLengths.push(Number(req.headers['content-length']));
+      if (head.uploadId === undefined || killed !== undefined) return;
+      killed = { zone: head.zone, contentRange: head.contentRange };
+      const zone = head.zone;
+      req.once('data', () => {
+        // Hold the rest of the body back so the cut is surely mid-chunk, then crash the zone.
+        req.pause();
+        void backend.kill(head.region, zone);
+      });
+    };
+    const { storage } = appwriteStorage(front.endpoint, 'p1', ip);
+    const file = await storage
+      .createFile({ bucketId: BUCKET, fileId, file: InputFile.fromBuffer(bytes, `${fileId}.bin`) })
+      .finally(() => (backend.onChunkHead = undefined));
+    expect(file).toMatchObject({ $id: fileId, sizeOriginal: size, chunksTotal: 4, chunksUploaded: 4 });
+    expect(killed, 'a later chunk reached a zone').toBeDefined();
+
+    // The killed zone took part of a later chunk and lost it; its sibling stored that chunk, and the region holds the
+    // whole upload. No other region saw any of it.
+    const sibling = killed!.zone === 'az-1' ? 'az-3' : 'az-1';
+    const chunks = backend.chunksOf(fileId);
+    const cut = chunks.filter((c) => c.status === 0);
+    expect(cut.length).toBeGreaterThanOrEqual(1);
+    expect(cut.every((c) => c.region === region && c.zone === killed!.zone)).toBe(true);
+    const [, start, end] = /^bytes (\d+)-(\d+)\//.exec(killed!.contentRange ?? '') ?? [];
+    expect(cut.find((c) => c.contentRange === killed!.contentRange)!.bytes, 'bytes the killed zone got').toBeLessThan(Number(end) - Number(start) + 1);
+    for (const { contentRange } of cut) {
+      expect(chunks.some((c) => c.contentRange === contentRange && c.region === region && c.zone === sibling && c.status === 201), `${contentRange} in ${sibling}`).toBe(true);
+    }
+    expect(backend.regionsOf(fileId)).toEqual([region]);
+    expect(chunks.filter((c) => c.status !== 0 && c.status !== 201)).toEqual([]);
+    const stored = backend.regions[region].file('p1', BUCKET, fileId);
+    expect(stored?.complete).toBe(true);
+    expect(stored!.bytes().equals(bytes)).toBe(true);
+    expect(Buffer.from(await storage.getFileDownload({ bucketId: BUCKET, fileId })).equals(bytes)).toBe(true);
+
+    expect(await metric(front, 'meridian_upload_chunk_retries_total{result="retried"}')).toBeGreaterThanOrEqual(1);
+    // Every chunk request fits under uploads.retryChunkBytes (5 MiB + 64 KiB), so each whole chunk was held: the
+    // multipart envelope around a 5 MiB chunk is a few hundred bytes.
+    expect(Math.max(...contentLengths)).toBeLessThanOrEqual(CHUNK_SIZE + 64 * 1024);
+    expect(Math.max(...contentLengths)).toBeGreaterThan(CHUNK_SIZE);
+    // No health check ran after boot: the dead zone was still a candidate all along.
+    for (const [name, zone] of Object.entries(backend.zones)) expect(zone.probes, name).toBe(probesBefore[name]);
+  }, 30_000);
 });
