@@ -3,12 +3,16 @@
 // reaches a region other than the one holding its upload gets Appwrite's 404 and the SDK throws, so an upload that
 // completes with every chunk recorded in one region is an upload Meridian kept together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { once } from 'node:events';
+import { Agent, createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { ID } from 'node-appwrite';
 import { InputFile } from 'node-appwrite/file';
-import { send } from './support/harness.ts';
+import { closeServer, send } from './support/harness.ts';
 import {
   CHUNK_SIZE,
   PLACES,
+  ZONES,
   appwriteStorage,
   patternBytes,
   startAppwriteBackend,
@@ -221,5 +225,115 @@ describe('the zone receiving an upload dies while a chunk streams into it', () =
     expect(Math.max(...contentLengths)).toBeGreaterThan(CHUNK_SIZE);
     // No health check ran after boot: the dead zone was still a candidate all along.
     for (const [name, zone] of Object.entries(backend.zones)) expect(zone.probes, name).toBe(probesBefore[name]);
+  }, 30_000);
+});
+
+/**
+ * A loopback HTTP proxy that sends each request to the next of `ports` in turn, whatever connection it came on (the
+ * SDK's fetch keeps one connection alive for many requests, so splitting connections would not split an upload).
+ * Headers and body pass through as they stream; `log` says which port each request went to.
+ */
+async function startSplitter(ports: readonly number[]): Promise<{ readonly port: number; readonly log: SplitRecord[]; close(): Promise<void> }> {
+  const agent = new Agent({ keepAlive: true });
+  const log: SplitRecord[] = [];
+  let next = 0;
+  const server = createServer((req, res) => {
+    const to = next++ % ports.length;
+    const id = req.headers['x-appwrite-id'];
+    log.push({ to, method: req.method ?? '', uploadId: typeof id === 'string' ? id : undefined, contentRange: req.headers['content-range'] });
+    const headers = { ...req.headers };
+    for (const hop of ['connection', 'keep-alive']) delete headers[hop];
+    const upstream = request({ host: '127.0.0.1', port: ports[to], method: req.method, path: req.url, headers, agent }, (answer) => {
+      const back = { ...answer.headers };
+      for (const hop of ['connection', 'keep-alive', 'transfer-encoding']) delete back[hop];
+      res.writeHead(answer.statusCode ?? 502, back);
+      answer.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as AddressInfo).port,
+    log,
+    close: async () => {
+      agent.destroy();
+      await closeServer(server);
+    },
+  };
+}
+
+interface SplitRecord {
+  /** Index into the splitter's ports. */
+  readonly to: number;
+  readonly method: string;
+  readonly uploadId: string | undefined;
+  readonly contentRange: string | undefined;
+}
+
+describe('two Meridian instances, with the SDK’s requests alternating between them', () => {
+  let backend: AppwriteBackend;
+  let fronts: AppwriteFront[] = [];
+  let splitter: Awaited<ReturnType<typeof startSplitter>> | undefined;
+  beforeAll(async () => {
+    backend = await startAppwriteBackend();
+    // Both boot while every zone is up (their one health check sees eu-north healthy, and none runs after), so B
+    // routes a Stockholm client to eu-north whatever happened to A's first chunk.
+    fronts = [
+      await startAppwriteFront(backend, { geoDatabase: geo.path, workers: 2, self: { region: 'eu-north', zone: 'az-1' } }),
+      await startAppwriteFront(backend, { geoDatabase: geo.path, workers: 2, self: { region: 'eu-north', zone: 'az-3' } }),
+    ];
+    splitter = await startSplitter(fronts.map((f) => f.port));
+  });
+  afterAll(async () => {
+    await splitter?.close();
+    await Promise.all(fronts.map((f) => f.shutdown()));
+    await backend?.close();
+  });
+
+  it('completes in one region: the instance that never saw the first chunk finds the upload’s region after a 404', async () => {
+    // A Stockholm client's nearest region, eu-north, is down while its first chunk goes through instance A: the chunk
+    // lands in the next nearest, eu-south, and A pins the upload there. eu-north is back before the later chunks,
+    // which alternate B, A, B: A follows its pin, but B knows no pin, routes to eu-north, and gets Appwrite's
+    // 404 storage_file_not_found; pin discovery sends the held chunk on to eu-south, which has the upload.
+    const { ip } = PLACES.stockholm;
+    const [nearest, next]: RegionName[] = ['eu-north', 'eu-south'];
+    const size = 3 * CHUNK_SIZE + 512 * 1024;
+    const fileId = ID.unique();
+    const bytes = patternBytes(size, 777);
+    await Promise.all(ZONES.map((zone) => backend.kill(nearest, zone)));
+    backend.onChunkHead = async (head) => {
+      // The first chunk reached a live region: bring eu-north back before it is answered, so before any later chunk.
+      if (head.uploadId === undefined) await Promise.all(ZONES.map((zone) => backend.restart(nearest, zone)));
+      backend.onChunkHead = undefined;
+    };
+    const { storage } = appwriteStorage(`http://127.0.0.1:${splitter!.port}/v1`, 'p1', ip);
+    const file = await storage
+      .createFile({ bucketId: BUCKET, fileId, file: InputFile.fromBuffer(bytes, `${fileId}.bin`) })
+      .finally(() => (backend.onChunkHead = undefined));
+    expect(file).toMatchObject({ $id: fileId, sizeOriginal: size, chunksTotal: 4, chunksUploaded: 4 });
+
+    // The first chunk went through A, and B carried at least one later chunk: the case that needs discovery.
+    const log = splitter!.log;
+    expect(log.map((r) => [r.to, r.uploadId === undefined ? 'first' : 'later'])).toEqual([
+      [0, 'first'],
+      [1, 'later'],
+      [0, 'later'],
+      [1, 'later'],
+    ]);
+    // Every chunk is stored in eu-south, and the region holds the file byte for byte.
+    const chunks = backend.chunksOf(fileId);
+    expect(chunks.filter((c) => c.status === 201).every((c) => c.region === next)).toBe(true);
+    const stored = backend.regions[next].file('p1', BUCKET, fileId);
+    expect(stored?.complete).toBe(true);
+    expect(stored!.bytes().equals(bytes)).toBe(true);
+    // eu-north was asked (by B) and knew nothing; no other region saw the upload.
+    const elsewhere = chunks.filter((c) => c.region !== next);
+    expect(elsewhere.length, 'chunks B sent to eu-north first').toBeGreaterThanOrEqual(1);
+    expect(elsewhere.every((c) => c.region === nearest && c.status === 404 && c.type === 'storage_file_not_found')).toBe(true);
+    expect(backend.regions[nearest].file('p1', BUCKET, fileId)).toBeUndefined();
+    expect(await metric(fronts[1], 'meridian_upload_chunk_retries_total{result="discovered"}')).toBeGreaterThanOrEqual(1);
   }, 30_000);
 });
