@@ -8,10 +8,12 @@ import { Agent, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ID } from 'node-appwrite';
 import { InputFile } from 'node-appwrite/file';
-import { closeServer, send } from './support/harness.ts';
+import { Client as WebClient, Realtime, type RealtimeResponseEvent } from 'appwrite';
+import { closeServer, send, until } from './support/harness.ts';
 import {
   CHUNK_SIZE,
   PLACES,
+  REGION_NAMES,
   ZONES,
   appwriteStorage,
   patternBytes,
@@ -336,4 +338,63 @@ describe('two Meridian instances, with the SDK’s requests alternating between 
     expect(backend.regions[nearest].file('p1', BUCKET, fileId)).toBeUndefined();
     expect(await metric(fronts[1], 'meridian_upload_chunk_retries_total{result="discovered"}')).toBeGreaterThanOrEqual(1);
   }, 30_000);
+});
+
+describe('the web SDK’s realtime through Meridian', () => {
+  // p2's home is us-west. The SDK's WebSocket carries no X-Forwarded-For, so its location is unknown and, but for the
+  // project's rule on `/v1/realtime?project=`, it would stay in this instance's own region, us-east.
+  const HOME: RegionName = 'us-west';
+  let backend: AppwriteBackend;
+  let front: AppwriteFront;
+  beforeAll(async () => {
+    backend = await startAppwriteBackend();
+    front = await startAppwriteFront(backend, { geoDatabase: geo.path, workers: 2, overrides: { routing: { projects: { p2: { home: HOME } } } } });
+  });
+  afterAll(async () => {
+    await front?.shutdown();
+    await backend?.close();
+  });
+
+  // The web SDK is written for browsers: its Realtime reads the free variable `window` for the heartbeat's
+  // setInterval (when the socket opens: without it the open handler throws and subscribe never resolves) and for
+  // window.localStorage's session cookie. Node has WebSocket but no window, so this file's worker gets a minimal one.
+  const hadWindow = 'window' in globalThis;
+  beforeAll(() => {
+    if (!hadWindow) Object.assign(globalThis, { window: { setInterval, clearInterval, setTimeout, clearTimeout, localStorage: { getItem: () => null } } });
+  });
+  afterAll(() => {
+    if (!hadWindow) delete (globalThis as { window?: unknown }).window;
+  });
+
+  it('subscribes in the project’s home region and receives the event of an upload that completed there', async () => {
+    const client = new WebClient().setEndpoint(front.endpoint).setProject('p2');
+    const realtime = new Realtime(client);
+    const received: RealtimeResponseEvent<{ $id: string }>[] = [];
+    const errors: unknown[] = [];
+    realtime.onError((error) => errors.push(error));
+    await realtime.subscribe(`buckets.${BUCKET}.files`, (event: RealtimeResponseEvent<{ $id: string }>) => received.push(event));
+    try {
+      // The SDK subscribes once the server said `connected`: wait until its subscription reached the home region.
+      const connection = await until(() => backend.regions[HOME].realtime.find((c) => c.subscriptions.size > 0), 'a subscription in us-west');
+      expect([...connection.subscriptions.values()]).toEqual([[`buckets.${BUCKET}.files`]]);
+
+      // An upload by the project from anywhere (here Stockholm) completes in its home region, which announces it there.
+      const fileId = ID.unique();
+      const bytes = patternBytes(1024 * 1024, 99);
+      await appwriteStorage(front.endpoint, 'p2', PLACES.stockholm.ip).storage.createFile({ bucketId: BUCKET, fileId, file: InputFile.fromBuffer(bytes, 'a.bin') });
+      expect(backend.regionsOf(fileId)).toEqual([HOME]);
+
+      const [event] = await until(() => (received.length > 0 ? received : undefined), 'the realtime event', 5_000);
+      expect(event.events).toContain(`buckets.${BUCKET}.files.${fileId}.create`);
+      expect(event.channels).toContain(`buckets.${BUCKET}.files`);
+      expect(event.payload.$id).toBe(fileId);
+      expect(event.subscriptions).toEqual([...connection.subscriptions.keys()]);
+      expect(connection.events).toHaveLength(1);
+      expect(errors).toEqual([]);
+      // The socket went to the home region only: no other region's zones saw a realtime upgrade.
+      expect(REGION_NAMES.filter((r) => backend.regions[r].realtime.length > 0)).toEqual([HOME]);
+    } finally {
+      await realtime.disconnect();
+    }
+  }, 20_000);
 });

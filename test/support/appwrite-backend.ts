@@ -10,12 +10,24 @@
 // each with `x-appwrite-id: <$id>` and its own `Content-Range`. Every request carries `X-Appwrite-Project`. A file of
 // at most 5 MiB goes in one request without `Content-Range`. Downloads are `GET …/files/{fileId}/download` (or
 // `/view`), read as bytes unless the answer is JSON.
+//
+// Realtime as the web SDK (`appwrite` 28, `Realtime`) speaks it: a WebSocket to `/v1/realtime?project=ID`; the server
+// first sends `{"type":"connected","data":{"channels":[],"user":null}}` (an upgrade without a project gets an
+// `error` frame with code 1008, then a 1008 close); the client then sends `{"type":"subscribe","data":[{subscriptionId,
+// channels,queries}]}`, which is acknowledged by a `response`; `ping` gets `pong`. An event is
+// `{"type":"event","data":{events,channels,timestamp,payload,subscriptions}}`, sent to the sockets whose subscriptions
+// list one of its channels. Events are region-bound like storage: an upload that completes in a region is announced
+// (`buckets.{bucket}.files.{id}.create`, channels `files`, `buckets.{bucket}.files`, `buckets.{bucket}.files.{id}`)
+// only to the realtime sockets of that region's zones, as an Appwrite whose regions share nothing would.
 import { createHash } from 'node:crypto';
+import { tracingChannel } from 'node:diagnostics_channel';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Storage } from 'node-appwrite';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { compileConfig } from '../../src/config/compile.ts';
 import { startMeridian, type Meridian, type StartOptions } from '../../src/main.ts';
 import { BOOT_PROBE_ONLY, type Overrides } from './harness.ts';
@@ -131,6 +143,8 @@ export class RegionStorage {
   readonly files = new Map<string, StoredFile>();
   readonly chunks: ChunkRecord[] = [];
   readonly downloads: DownloadRecord[] = [];
+  /** Realtime sockets its zones accepted, open or closed, in order. */
+  readonly realtime: RealtimeConnection[] = [];
 
   constructor(name: RegionName) {
     this.name = name;
@@ -142,6 +156,19 @@ export class RegionStorage {
 }
 
 const fileKey = (project: string, bucketId: string, fileId: string): string => `${project}/${bucketId}/${fileId}`;
+
+/** One realtime socket a zone accepted. */
+export interface RealtimeConnection {
+  readonly region: RegionName;
+  readonly zone: ZoneName;
+  /** `?project=` of the upgrade. */
+  readonly project: string;
+  /** subscriptionId → channels, as the client's `subscribe` messages set them. */
+  readonly subscriptions: Map<string, readonly string[]>;
+  /** Events sent on this socket, in order. */
+  readonly events: { readonly events: readonly string[]; readonly channels: readonly string[]; readonly subscriptions: readonly string[] }[];
+  readonly socket: WebSocket;
+}
 
 /** What a zone knows of an upload request once its head has arrived, before its body is read. */
 export interface ChunkHead {
@@ -159,7 +186,7 @@ export interface AppwriteBackend {
   /** Zone servers by `region/zone` (zones.ts backends: `kill()`, `restart()` on the same port, `requests`, `probes`). */
   readonly zones: Record<string, Backend>;
   zone(region: RegionName, zone: ZoneName): Backend;
-  /** Crash one zone: stop listening and cut its connections, a chunk streaming into it included. */
+  /** Crash one zone: stop listening and cut its connections, a chunk streaming into it and realtime sockets included. */
   kill(region: RegionName, zone: ZoneName): Promise<void>;
   /** Listen again on the same port. */
   restart(region: RegionName, zone: ZoneName): Promise<void>;
@@ -187,7 +214,10 @@ export async function startAppwriteBackend(): Promise<AppwriteBackend> {
     regions,
     zones,
     zone: (region, zone) => zones[`${region}/${zone}`],
-    kill: (region, zone) => zones[`${region}/${zone}`].kill(),
+    kill: async (region, zone) => {
+      closeRealtime(regions[region], zone);
+      await zones[`${region}/${zone}`].kill();
+    },
     restart: (region, zone) => zones[`${region}/${zone}`].restart(),
     onChunkHead: undefined,
     chunksOf: (fileId) => REGION_NAMES.flatMap((r) => regions[r].chunks.filter((c) => c.fileId === fileId)),
@@ -200,25 +230,111 @@ export async function startAppwriteBackend(): Promise<AppwriteBackend> {
         ]),
       ),
     close: async () => {
+      for (const region of REGION_NAMES) for (const zone of ZONES) closeRealtime(regions[region], zone);
       await Promise.all(Object.values(zones).map((z) => z.close()));
     },
   };
-  await Promise.all(
-    REGION_NAMES.flatMap((region) =>
-      ZONES.map(async (zone) => {
-        // zones.ts answers Meridian's health checks (GET /v1/health/version with its user-agent) and counts them apart.
-        const server = await startBackend(`${region}/${zone}`);
-        server.handler = (req, res) => {
-          serve(backend, regions[region], zone, req, res).catch((err: unknown) => {
-            if (!res.headersSent) appwriteError(res, 500, 'general_unknown', String(err));
-            else res.destroy();
-          });
-        };
-        zones[server.name] = server;
-      }),
-    ),
-  );
+  // zones.ts keeps each zone's http.Server to itself, and `/v1/realtime` upgrades need it: the servers are taken from
+  // node's `net.server.listen` tracing channel as the zones start listening, then matched to the zones by port.
+  const listening = new Set<Server>();
+  const listen = tracingChannel<{ server: Server }>('net.server.listen');
+  const seen = { asyncStart: (message: { server: Server }) => void listening.add(message.server) };
+  listen.subscribe(seen);
+  try {
+    await Promise.all(
+      REGION_NAMES.flatMap((region) =>
+        ZONES.map(async (zone) => {
+          // zones.ts answers Meridian's health checks (GET /v1/health/version with its user-agent) and counts them apart.
+          const server = await startBackend(`${region}/${zone}`);
+          server.handler = (req, res) => {
+            serve(backend, regions[region], zone, req, res).catch((err: unknown) => {
+              if (!res.headersSent) appwriteError(res, 500, 'general_unknown', String(err));
+              else res.destroy();
+            });
+          };
+          zones[server.name] = server;
+        }),
+      ),
+    );
+  } finally {
+    listen.unsubscribe(seen);
+  }
+  for (const region of REGION_NAMES) {
+    for (const zone of ZONES) {
+      const { port } = zones[`${region}/${zone}`];
+      const server = [...listening].find((s) => (s.address() as AddressInfo | null)?.port === port);
+      if (server === undefined) throw new Error(`no http.Server seen listening on ${port} for ${region}/${zone}`);
+      routeRealtime(server, regions[region], zone);
+    }
+  }
   return backend;
+}
+
+/**
+ * Takes `/v1/realtime` upgrades on a zone's server; any other upgrade goes on to zones.ts's own handlers (its
+ * WebSocket server that greets with the zone's name, and its request count). Realtime upgrades are not counted in
+ * the zone's `requests`: `RegionStorage.realtime` records them.
+ */
+function routeRealtime(server: Server, storage: RegionStorage, zone: ZoneName): void {
+  const wss = new WebSocketServer({ noServer: true });
+  const others = server.listeners('upgrade') as ((...args: unknown[]) => void)[];
+  server.removeAllListeners('upgrade');
+  server.on('upgrade', (req: IncomingMessage, socket, head) => {
+    const url = new URL(req.url ?? '/', 'http://appwrite.test');
+    if (url.pathname !== '/v1/realtime') {
+      for (const listener of others) listener.call(server, req, socket, head);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => acceptRealtime(storage, zone, url.searchParams.get('project') ?? '', ws));
+  });
+}
+
+function acceptRealtime(storage: RegionStorage, zone: ZoneName, project: string, socket: WebSocket): void {
+  socket.on('error', () => {});
+  if (project === '') {
+    // Appwrite's answer to an upgrade without a project: an error frame, then a policy-violation close.
+    socket.send(JSON.stringify({ type: 'error', data: { code: 1008, message: 'Missing or unknown project ID' } }));
+    socket.close(1008, 'Missing or unknown project ID');
+    return;
+  }
+  const connection: RealtimeConnection = { region: storage.name, zone, project, subscriptions: new Map(), events: [], socket };
+  storage.realtime.push(connection);
+  socket.on('message', (data) => {
+    let message: { type?: unknown; data?: unknown };
+    try {
+      message = JSON.parse(String(data)) as typeof message;
+    } catch {
+      return;
+    }
+    if (message.type === 'ping') {
+      socket.send(JSON.stringify({ type: 'pong' }));
+    } else if (message.type === 'subscribe' && Array.isArray(message.data)) {
+      const rows = message.data as { subscriptionId?: unknown; channels?: unknown }[];
+      for (const row of rows) {
+        if (typeof row.subscriptionId === 'string' && Array.isArray(row.channels)) connection.subscriptions.set(row.subscriptionId, row.channels.map(String));
+      }
+      socket.send(JSON.stringify({ type: 'response', data: { to: 'subscribe', success: true, subscriptions: rows.map((r) => r.subscriptionId) } }));
+    } else if (message.type === 'unsubscribe' && Array.isArray(message.data)) {
+      for (const row of message.data as { subscriptionId?: unknown }[]) connection.subscriptions.delete(String(row.subscriptionId));
+    }
+  });
+  socket.send(JSON.stringify({ type: 'connected', data: { channels: [], user: null } }));
+}
+
+/** Sends an event to the region's open realtime sockets of `project` whose subscriptions list one of its channels. */
+function publish(storage: RegionStorage, project: string, events: readonly string[], channels: readonly string[], payload: unknown): void {
+  for (const connection of storage.realtime) {
+    if (connection.project !== project || connection.socket.readyState !== connection.socket.OPEN) continue;
+    const subscriptions = [...connection.subscriptions].filter(([, wanted]) => wanted.some((c) => channels.includes(c))).map(([id]) => id);
+    if (subscriptions.length === 0) continue;
+    connection.events.push({ events, channels, subscriptions });
+    connection.socket.send(JSON.stringify({ type: 'event', data: { events, channels, timestamp: new Date().toISOString(), payload, subscriptions } }));
+  }
+}
+
+/** Cuts a zone's realtime sockets, as its crash would. */
+function closeRealtime(storage: RegionStorage, zone: ZoneName): void {
+  for (const connection of storage.realtime) if (connection.zone === zone) connection.socket.terminate();
 }
 
 async function serve(backend: AppwriteBackend, storage: RegionStorage, zone: ZoneName, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -320,10 +436,17 @@ async function upload(
     stored = new StoredFile({ project, bucketId, fileId, name: part.name, mimeType, size, chunksTotal });
     storage.files.set(key, stored);
   }
+  const completes = !stored.complete && !stored.chunks.has(chunk) && stored.chunks.size + 1 === stored.chunksTotal;
   stored.chunks.set(chunk, bytes);
   stored.updatedAt = new Date().toISOString();
   record({ status: 201, fileId, chunk, bytes: body.length });
   sendJson(res, 201, stored.json());
+  if (completes) {
+    const events = ['create', ''].flatMap((action) =>
+      [`buckets.${bucketId}.files.${fileId}`, `buckets.${bucketId}.files.*`, `buckets.*.files.${fileId}`, 'buckets.*.files.*'].map((e) => (action ? `${e}.${action}` : e)),
+    );
+    publish(storage, project, events, ['files', `buckets.${bucketId}.files`, `buckets.${bucketId}.files.${fileId}`], stored.json());
+  }
 }
 
 /** `…/download` and `…/view`: the whole file (200) or one byte range (206), as Appwrite serves them. */
