@@ -20,10 +20,8 @@
 // (`buckets.{bucket}.files.{id}.create`, channels `files`, `buckets.{bucket}.files`, `buckets.{bucket}.files.{id}`)
 // only to the realtime sockets of that region's zones, as an Appwrite whose regions share nothing would.
 import { createHash } from 'node:crypto';
-import { tracingChannel } from 'node:diagnostics_channel';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Storage } from 'node-appwrite';
@@ -234,39 +232,22 @@ export async function startAppwriteBackend(): Promise<AppwriteBackend> {
       await Promise.all(Object.values(zones).map((z) => z.close()));
     },
   };
-  // zones.ts keeps each zone's http.Server to itself, and `/v1/realtime` upgrades need it: the servers are taken from
-  // node's `net.server.listen` tracing channel as the zones start listening, then matched to the zones by port.
-  const listening = new Set<Server>();
-  const listen = tracingChannel<{ server: Server }>('net.server.listen');
-  const seen = { asyncStart: (message: { server: Server }) => void listening.add(message.server) };
-  listen.subscribe(seen);
-  try {
-    await Promise.all(
-      REGION_NAMES.flatMap((region) =>
-        ZONES.map(async (zone) => {
-          // zones.ts answers Meridian's health checks (GET /v1/health/version with its user-agent) and counts them apart.
-          const server = await startBackend(`${region}/${zone}`);
-          server.handler = (req, res) => {
-            serve(backend, regions[region], zone, req, res).catch((err: unknown) => {
-              if (!res.headersSent) appwriteError(res, 500, 'general_unknown', String(err));
-              else res.destroy();
-            });
-          };
-          zones[server.name] = server;
-        }),
-      ),
-    );
-  } finally {
-    listen.unsubscribe(seen);
-  }
-  for (const region of REGION_NAMES) {
-    for (const zone of ZONES) {
-      const { port } = zones[`${region}/${zone}`];
-      const server = [...listening].find((s) => (s.address() as AddressInfo | null)?.port === port);
-      if (server === undefined) throw new Error(`no http.Server seen listening on ${port} for ${region}/${zone}`);
-      routeRealtime(server, regions[region], zone);
-    }
-  }
+  await Promise.all(
+    REGION_NAMES.flatMap((region) =>
+      ZONES.map(async (zone) => {
+        // zones.ts answers Meridian's health checks (GET /v1/health/version with its user-agent) and counts them apart.
+        const server = await startBackend(`${region}/${zone}`);
+        server.handler = (req, res) => {
+          serve(backend, regions[region], zone, req, res).catch((err: unknown) => {
+            if (!res.headersSent) appwriteError(res, 500, 'general_unknown', String(err));
+            else res.destroy();
+          });
+        };
+        routeRealtime(server.server, regions[region], zone);
+        zones[server.name] = server;
+      }),
+    ),
+  );
   return backend;
 }
 

@@ -1,7 +1,7 @@
 // Health and failover worlds: named backends on real sockets that a test kills and restarts on the same port, whose
 // health-check answers it controls apart from their traffic, and a multi-zone, multi-region Meridian in front of them.
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { compileConfig } from '../../src/config/compile.ts';
@@ -16,6 +16,8 @@ export type ProbeAnswer = 'pass' | 'fail' | 'flap';
 export interface Backend {
   /** `region/zone/n`, also the body of its default 200 answer and its first WebSocket message. */
   readonly name: string;
+  /** Its http.Server, for tests that add upgrade handlers of their own. */
+  readonly server: Server;
   readonly port: number;
   readonly origin: string;
   /** Requests other than health checks whose head reached it, WebSocket upgrades included. */
@@ -68,6 +70,7 @@ export async function startBackend(name: string, healthPath = DEFAULT_HEALTH_PAT
   };
   const backend: Backend = {
     name,
+    server,
     port,
     origin: `http://127.0.0.1:${port}`,
     get requests() {
