@@ -14,7 +14,7 @@ import { exchangeEnd, exchangeFailover } from './events.ts';
 import { recordExchange, recordFailover, type RetryReason } from './record.ts';
 import { uploadKey, type ChunkKind } from './upload-pins.ts';
 import { namesUpload, UploadIdReader } from './upload-id.ts';
-import { HeldChunk } from './held-chunk.ts';
+import { HeldBody } from './held-body.ts';
 import { STAT } from '../observe/thread-stats.ts';
 
 /** The downstream response carries its exchange, so shared listeners need no per-request closure. */
@@ -67,8 +67,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   readonly peerIp: string;
   readonly requestId: string;
   readonly host: string | undefined;
-  /** The downstream request streamed as it arrives, or its bytes when held for a safe retry, or null. */
-  body: IncomingMessage | Buffer | null;
+  /** The downstream request's body, or null when it has none. */
+  readonly body: IncomingMessage | null;
   clientIp: string;
   /** Set by the client-ip phase when the socket peer is a trusted proxy. */
   trustedPeer = false;
@@ -106,8 +106,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   #circuitSkips = 0;
   /** Reading a new upload's id from its first chunk's answer, as the answer streams to the client. */
   #uploadId: UploadIdReader | null = null;
-  /** An upload chunk held for retries, and the bytes it reserved of the process's chunk-retry memory. */
-  #held: HeldChunk | null = null;
+  /** The body held for retries (a small idempotent body, or an upload chunk), and the chunk bytes it reserved. */
+  #held: HeldBody | null = null;
   #heldBytes = 0;
   /** A 404 to a later chunk of an unpinned upload, held back until its body is read (pin discovery). */
   #notFound: NotFoundAnswer | null = null;
@@ -144,13 +144,14 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   }
 
   /**
-   * Hold this upload chunk while it streams, so a reset, a connect failure or a 502/503/504 can send it again:
-   * a later chunk to another endpoint of the same region (Appwrite writes chunk n of an upload idempotently, and the
-   * other chunks are there), a first chunk to the next candidate. `bytes` were reserved.
+   * Hold the body while it streams, so a reset, a connect failure or a 502/503/504 can send it again: a small body of
+   * an idempotent request to the next candidate; an upload chunk too (Appwrite writes chunk n of an upload
+   * idempotently), a later chunk only within its region, where the upload's other chunks are. `reservedBytes` were
+   * taken from the process's chunk-retry memory and are given back when the exchange ends.
    */
-  holdChunk(bytes: number): void {
-    this.#held = new HeldChunk(this.req);
-    this.#heldBytes = bytes;
+  holdBody(reservedBytes: number): void {
+    this.#held = new HeldBody(this.req);
+    this.#heldBytes = reservedBytes;
   }
 
   /** First dispatch; answers 503 itself when there is nothing to dispatch to. */
@@ -381,11 +382,11 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     if (this.attempts >= retries.maxAttempts || !this.#hasNextCandidate()) return false;
     let reason: RetryReason;
     if (this.#held !== null && (kind.nothingSent || kind === KINDS.reset || kind === KINDS.upstreamStatus)) {
-      // A held chunk may go again whatever its method; a later chunk only within its region (#hasNextCandidate checked).
+      // Only idempotent requests and upload chunks are held; a later chunk stays in its region (#hasNextCandidate).
       reason = kind.nothingSent ? 'connect_failure' : kind === KINDS.reset ? 'reset' : 'upstream_5xx';
-    } else if (kind.nothingSent && (this.body === null || Buffer.isBuffer(this.body) || !this.body.readableDidRead)) {
+    } else if (kind.nothingSent && (this.body === null || !this.body.readableDidRead)) {
       reason = 'connect_failure';
-    } else if ((kind === KINDS.reset || kind === KINDS.upstreamStatus) && IDEMPOTENT.has(this.req.method ?? '') && (this.body === null || Buffer.isBuffer(this.body))) {
+    } else if ((kind === KINDS.reset || kind === KINDS.upstreamStatus) && IDEMPOTENT.has(this.req.method ?? '') && this.body === null) {
       reason = kind === KINDS.reset ? 'reset' : 'upstream_5xx';
     } else {
       return false;
@@ -399,7 +400,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       this.#countedAsRetry = true;
     }
     this.retryReason = reason;
-    if (this.#held !== null) this.plane.traffic.tally(STAT.chunkRetried);
+    if (this.#held !== null && this.chunk !== null) this.plane.traffic.tally(STAT.chunkRetried);
     return true;
   }
 
@@ -450,7 +451,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     if (this.#held !== null) {
       this.#held.release();
       this.#held = null;
-      traffic.releaseHeld(this.#heldBytes);
+      if (this.#heldBytes > 0) traffic.releaseHeld(this.#heldBytes);
     }
   }
 }

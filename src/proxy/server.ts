@@ -119,12 +119,11 @@ export class ProxyServer {
     }
     exchange.decision = plane.router.route(exchange);
     exchange.upstreamHeaders = upstreamRequestHeaders(req.headers, exchange, false);
-    const body = exchange.body;
-    if (body !== null && shouldHoldBody(req, plane.config.retries.bufferBodyBytes)) holdBodyThenStart(exchange, body as IncomingMessage);
-    else {
-      if (body !== null && exchange.chunk !== null) holdChunkIfRoom(exchange, plane);
-      exchange.start();
+    if (exchange.body !== null) {
+      if (shouldHoldBody(req, plane.config.retries.bufferBodyBytes)) exchange.holdBody(0);
+      else if (exchange.chunk !== null) holdChunkIfRoom(exchange, plane);
     }
+    exchange.start();
   };
 
   #onConnection = (socket: Socket): void => {
@@ -156,7 +155,7 @@ function answerTarget(exchange: Exchange, target: Exclude<TargetVerdict, 'proxy'
 
 const IDEMPOTENT_WITH_BODY = new Set(['PUT', 'DELETE', 'OPTIONS']);
 
-/** Small bodies of idempotent requests are held in memory, so a reset or a 502/503/504 can be retried. */
+/** Small bodies of idempotent requests are held in memory as they stream, so a reset or a 502/503/504 can be retried. */
 function shouldHoldBody(req: IncomingMessage, limit: number): boolean {
   if (limit === 0 || !IDEMPOTENT_WITH_BODY.has(req.method ?? '')) return false;
   const length = Number(req.headers['content-length']);
@@ -171,21 +170,8 @@ function holdChunkIfRoom(exchange: Exchange, plane: DataPlane): void {
   const { retryChunkBytes, retryBufferBytes } = plane.config.uploads;
   const length = Number(exchange.req.headers['content-length']);
   if (!Number.isInteger(length) || length > retryChunkBytes) return;
-  if (plane.traffic.tryHold(length, retryBufferBytes)) exchange.holdChunk(length);
+  if (plane.traffic.tryHold(length, retryBufferBytes)) exchange.holdBody(length);
   else plane.traffic.tally(STAT.chunkNotHeld);
-}
-
-function holdBodyThenStart(exchange: Exchange, req: IncomingMessage): void {
-  const chunks: Buffer[] = [];
-  req.on('data', (chunk: Buffer) => chunks.push(chunk));
-  req.on('end', () => {
-    // Already answered (a stall that timed out while the body was being held): nothing may go upstream.
-    if (exchange.error !== null) return;
-    exchange.body = Buffer.concat(chunks);
-    exchange.start();
-  });
-  // A client that leaves mid-body closes the response too; onDownstreamClose accounts for the exchange.
-  req.on('error', () => req.destroy());
 }
 
 /** The downstream socket saw no bytes for `timeouts.idle`: the exchange it serves decides, or the connection goes. */

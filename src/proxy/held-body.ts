@@ -1,10 +1,11 @@
-// An upload chunk held in memory while it streams, so a failed attempt can be sent again: each attempt gets a fresh
+// A request body held in memory while it streams, so a failed attempt can be sent again: each attempt gets a fresh
 // body that replays what has arrived and then follows the client's stream. The first attempt starts at once; holding
 // only keeps references to the buffers node already made, and the client's backpressure follows the current attempt.
+// Small bodies of idempotent requests (`retries.bufferBodyBytes`) and upload chunks (`uploads.*`) are held this way.
 import type { IncomingMessage } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 
-export class HeldChunk {
+export class HeldBody {
   readonly #req: IncomingMessage;
   readonly #parts: Buffer[] = [];
   #complete = false;
