@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { ID } from 'node-appwrite';
 import { InputFile } from 'node-appwrite/file';
 import { Client as WebClient, Realtime, type RealtimeResponseEvent } from 'appwrite';
-import { closeServer, send, until } from './support/harness.ts';
+import { closeServer, metricValue, send, until } from './support/harness.ts';
 import {
   CHUNK_SIZE,
   PLACES,
@@ -152,12 +152,7 @@ describe('two projects with different home regions, uploading at once from one a
   }, 120_000);
 });
 
-/** A counter's value on the admin /metrics (the process's total over its workers); NaN when the line is absent. */
-async function metric(front: AppwriteFront, line: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${front.adminPort}/metrics`)).text();
-  const match = new RegExp(`^${line.replace(/[{}"]/g, '\\$&')} (\\d+)`, 'm').exec(text);
-  return match === null ? Number.NaN : Number(match[1]);
-}
+
 
 describe('the zone receiving an upload dies while a chunk streams into it', () => {
   let backend: AppwriteBackend;
@@ -220,7 +215,7 @@ describe('the zone receiving an upload dies while a chunk streams into it', () =
     expect(stored!.bytes().equals(bytes)).toBe(true);
     expect(Buffer.from(await storage.getFileDownload({ bucketId: BUCKET, fileId })).equals(bytes)).toBe(true);
 
-    expect(await metric(front, 'meridian_upload_chunk_retries_total{result="retried"}')).toBeGreaterThanOrEqual(1);
+    expect(await metricValue(front.adminPort, 'meridian_upload_chunk_retries_total{result="retried"}')).toBeGreaterThanOrEqual(1);
     // Every chunk request fits under uploads.retryChunkBytes (5 MiB + 64 KiB), so each whole chunk was held: the
     // multipart envelope around a 5 MiB chunk is a few hundred bytes.
     expect(Math.max(...contentLengths)).toBeLessThanOrEqual(CHUNK_SIZE + 64 * 1024);
@@ -336,7 +331,7 @@ describe('two Meridian instances, with the SDK’s requests alternating between 
     expect(elsewhere.length, 'chunks B sent to eu-north first').toBeGreaterThanOrEqual(1);
     expect(elsewhere.every((c) => c.region === nearest && c.status === 404 && c.type === 'storage_file_not_found')).toBe(true);
     expect(backend.regions[nearest].file('p1', BUCKET, fileId)).toBeUndefined();
-    expect(await metric(fronts[1], 'meridian_upload_chunk_retries_total{result="discovered"}')).toBeGreaterThanOrEqual(1);
+    expect(await metricValue(fronts[1].adminPort, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBeGreaterThanOrEqual(1);
   }, 30_000);
 });
 

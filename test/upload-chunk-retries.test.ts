@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, test } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { send, until, type Overrides } from './support/harness.ts';
+import { metricValue, send, until, type Overrides } from './support/harness.ts';
 import { startWorld, type World } from './support/zones.ts';
 
 const PATH = '/v1/storage/buckets/photos/files';
@@ -56,11 +56,7 @@ function chunkRequest(body: Buffer, id?: string) {
   return { method: 'POST', path: PATH, headers, body };
 }
 
-async function metric(w: World, line: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${w.meridian.adminAddress.port}/metrics`)).text();
-  const match = new RegExp(`^${line.replace(/[{}"]/g, '\\$&')} (\\d+)`, 'm').exec(text);
-  return match === null ? Number.NaN : Number(match[1]);
-}
+
 
 describe('a chunk whose upstream dies while it streams', () => {
   test.each([1, 2])('is sent whole to the sibling zone of its region, and the client never sees the failure (%i data-plane threads)', async (workers) => {
@@ -75,7 +71,7 @@ describe('a chunk whose upstream dies while it streams', () => {
     expect(file.served).toBe('home-b');
     expect(file.sha256).toBe(createHash('sha256').update(body).digest('hex'));
     expect(w.backends['far-a'].requests).toBe(0);
-    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="retried"}')).toBe(1);
+    expect(await metricValue(w.meridian.adminAddress.port, 'meridian_upload_chunk_retries_total{result="retried"}')).toBe(1);
   });
 
   test('a later chunk never goes to another region: with both zones of its region failing, the client gets the error', async () => {
@@ -111,15 +107,15 @@ describe('a chunk whose upstream dies while it streams', () => {
     const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'));
     expect(reply.status).toBe(502);
     expect(w.backends['home-b'].requests).toBe(0);
-    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="not_held"}')).toBe(1);
-    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="retried"}')).toBe(0);
+    expect(await metricValue(w.meridian.adminAddress.port, 'meridian_upload_chunk_retries_total{result="not_held"}')).toBe(1);
+    expect(await metricValue(w.meridian.adminAddress.port, 'meridian_upload_chunk_retries_total{result="retried"}')).toBe(0);
   });
 
   test('gives its held bytes back when it ends, so the next chunks are held again', async () => {
     const w = await start({ uploads: { retryBufferBytes: 3 * MiB } });
     w.backends['home-a'].handler = accepts('home-a');
     for (let i = 0; i < 4; i++) expect((await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'))).status).toBe(201);
-    await until(async () => (await metric(w, 'meridian_upload_chunk_retries_total{result="not_held"}')) === 0, 'the metric');
+    await until(async () => (await metricValue(w.meridian.adminAddress.port, 'meridian_upload_chunk_retries_total{result="not_held"}')) === 0, 'the metric');
     expect(w.meridian.runtime.traffic.heldBytes).toBe(0);
   });
 });
@@ -152,7 +148,7 @@ describe('pin discovery: a later chunk of an upload this instance never pinned',
     const reply = await send(w.port, chunkRequest(body, 'upload-elsewhere'));
     expect(reply.status).toBe(201);
     expect(JSON.parse(reply.body.toString())).toMatchObject({ served: 'far-a', sha256: createHash('sha256').update(body).digest('hex') });
-    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBe(1);
+    expect(await metricValue(w.meridian.adminAddress.port, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBe(1);
     const before = [w.backends['home-a'].requests, w.backends['near-a'].requests];
     expect((await send(w.port, chunkRequest(randomBytes(1024), 'upload-elsewhere'))).status).toBe(201);
     expect([w.backends['home-a'].requests, w.backends['near-a'].requests]).toEqual(before);
@@ -172,7 +168,7 @@ describe('pin discovery: a later chunk of an upload this instance never pinned',
     const nowhere = await send(w.port, chunkRequest(randomBytes(1024), 'upload-2'));
     expect(nowhere.status).toBe(404);
     expect(JSON.parse(nowhere.body.toString()).type).toBe('storage_file_not_found');
-    expect(await metric(w, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBe(0);
+    expect(await metricValue(w.meridian.adminAddress.port, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBe(0);
   });
 
   test('a first chunk, or a chunk whose upload is pinned here, is never sent looking elsewhere', async () => {

@@ -256,3 +256,10 @@ export async function until<T>(check: () => T | Promise<T>, what: string, deadli
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
+
+/** One sample's value on an admin port's /metrics, given as its exact line head (`name{label="v"}`); NaN when absent. */
+export async function metricValue(adminPort: number, sample: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const match = new RegExp(`^${sample.replace(/[{}"]/g, '\\$&')} (\\d+)`, 'm').exec(text);
+  return match === null ? Number.NaN : Number(match[1]);
+}
