@@ -3,7 +3,7 @@
 import { createServer, type AddressInfo, type Server } from 'node:net';
 
 /** Binds two listeners with `reusePort` to one loopback port; true when the second one succeeds. */
-export async function reusePortWorks(): Promise<boolean> {
+async function reusePortWorks(): Promise<boolean> {
   const first = createServer();
   const second = createServer();
   try {

@@ -102,11 +102,6 @@ export class Traffic {
     return this.#counters.buffer;
   }
 
-  /** Open downstream HTTP connections of this thread (WebSockets are in `tunnels`). */
-  get connections(): number {
-    return this.#stats[STAT.connections];
-  }
-
   /** One more of a per-thread counter (src/observe/thread-stats.ts STAT), for the metrics to add up. */
   tally(stat: number): void {
     this.#stats[stat]++;

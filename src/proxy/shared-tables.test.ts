@@ -131,7 +131,7 @@ describe('a thread that died', () => {
     expect(Array.from(first.inflight)).toEqual([0, 0, 0]);
   });
 
-  it('takes its open exchanges and retries out of the retry budget, and only its own', () => {
+  it('takes its open exchanges, retries and held chunk bytes out of the shared counts, and only its own', () => {
     const buffer = Traffic.allocate(2);
     const mine = new Traffic(buffer, undefined, 0);
     const dying = new Traffic(buffer, undefined, 1);
@@ -141,8 +141,10 @@ describe('a thread that died', () => {
     expect(dying.admitRetry(0, 2)).toBe(true);
     // Two retrying: the minimum is spent for the whole process.
     expect(mine.admitRetry(0, 2)).toBe(false);
+    // It also held upload chunk bytes: the process's chunk memory gets them back.
+    expect([mine.tryHold(600, 1_000), dying.tryHold(300, 1_000), dying.tryHold(200, 1_000)]).toEqual([true, true, false]);
     new Traffic(buffer).forget(1);
-    expect([mine.inflight, mine.retrying]).toEqual([1, 0]);
+    expect([mine.inflight, mine.retrying, mine.heldBytes]).toEqual([1, 0, 600]);
     expect(mine.admitRetry(0, 2)).toBe(true);
   });
 
