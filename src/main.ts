@@ -25,6 +25,10 @@ import { startTrafficSummary, type TrafficSummarizer } from './observe/summary.t
 import { TrafficCatalog } from './observe/traffic-tables.ts';
 import type { TrafficRecorder } from './observe/recorder.ts';
 import { ThreadStats } from './observe/thread-stats.ts';
+import { ListenerStats } from './observe/listener-stats.ts';
+import { CertificateStore } from './control/certificate-store.ts';
+import { CertificateError, type CheckedCertificate } from './listen/certificates.ts';
+import type { ListenerAddress } from './listen/listeners.ts';
 import type { LogDestination } from './observe/access-log.ts';
 
 export type { ReloadResult };
@@ -37,6 +41,10 @@ export interface MeridianRuntime {
   /** Per data-plane thread: geo lookups, requests, open connections and WebSockets. Scrapes add the rows up. */
   readonly stats: ThreadStats;
   readonly locator: GeoLocator;
+  /** Per listener (in the order of `listen`, which is restart-only): TLS handshakes and PROXY protocol refusals. */
+  readonly listenerStats: ListenerStats;
+  /** The certificates the HTTPS listeners serve now, in config order; empty without an HTTPS listener. */
+  certificates(): readonly CheckedCertificate[];
   /** Where the data plane runs, and each of its threads. */
   workers(): { readonly mode: DataPlaneHost['mode']; readonly restarts: number; readonly threads: readonly WorkerView[] };
   /** The snapshot requests are being served with now. */
@@ -56,7 +64,10 @@ export interface MeridianRuntime {
 }
 
 export interface Meridian {
+  /** The first listener's address (the one older configs called `listen`). */
   readonly proxyAddress: AddressInfo;
+  /** Every listener's address, in config order. */
+  readonly listenerAddresses: readonly ListenerAddress[];
   readonly adminAddress: AddressInfo;
   /** The public readiness listener's address, or null when the config has no `probe` section. */
   readonly probeAddress: AddressInfo | null;
@@ -89,6 +100,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   const threads = await chooseWorkerCount(resolveWorkers(initial.workers));
   if (threads > 1 && options.accessLog !== undefined) throw new Error('an access-log destination object needs the data plane on this thread (workers: 1); worker threads write to stdout');
   const stats = new ThreadStats(threads);
+  const listenerStats = new ListenerStats(initial.listen.length, threads);
   // With one thread the data plane runs here and counts into row 0; workers count into their own rows.
   const here = threads === 1 ? stats.row(0) : undefined;
   let control: ControlPlane | undefined;
@@ -107,7 +119,17 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   const { ttl, maxEntries } = initial.routing.uploadPinning;
   const catalog = new TrafficCatalog();
   const traffic = new Traffic(Traffic.allocate(threads), here);
-  control = new ControlPlane(initial, { locator, uploadPins: new UploadPins(ttl, maxEntries), catalog, traffic, threads, configPath: options.configPath });
+  // Only HTTPS listeners need certificates; a config that lists some for later is checked by `meridian check` alone.
+  const certificates = initial.listen.some((l) => l.protocol === 'https')
+    ? await CertificateStore.open(initial.tls.certificates, {
+        ticketKeyRotationMs: initial.tls.ticketKeyRotation,
+        onReload: ({ file, ok, error }) =>
+          console.error(ok ? `meridian: certificate ${file} reloaded` : `meridian: certificate ${file} rejected, the previous one keeps serving: ${error instanceof CertificateError ? error.problem : error?.message}`),
+        onPublish: () => control?.certificatesPublished(),
+      })
+    : null;
+  certificates?.watch();
+  control = new ControlPlane(initial, { locator, uploadPins: new UploadPins(ttl, maxEntries), catalog, traffic, threads, configPath: options.configPath, certificates });
   const controlPlane = control;
 
   const supervisor =
@@ -115,9 +137,8 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
       ? null
       : new WorkerSupervisor({
           count: threads,
-          host: initial.listen.host,
-          port: initial.listen.port,
           stats,
+          listenerStats: listenerStats.buffer,
           traffic: traffic.buffer,
           watchdogMs: options.watchdogMs ?? DEFAULT_WATCHDOG_MS,
           testHooks: options.testHooks ?? false,
@@ -125,7 +146,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
           onExit: (slot) => controlPlane.threadGone(slot),
           onRestart: () => runtime.metrics.recordWorkerRestart(),
         });
-  const inProcess = supervisor === null ? new InProcessDataPlane(control.plane(), catalog, stats, options.accessLog) : null;
+  const inProcess = supervisor === null ? new InProcessDataPlane(control.plane(), catalog, stats, listenerStats, options.accessLog) : null;
   const dataPlane: DataPlaneHost = supervisor ?? inProcess!;
 
   const core: Omit<MeridianRuntime, 'metrics' | 'summary'> = {
@@ -133,6 +154,8 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     traffic,
     stats,
     locator,
+    listenerStats,
+    certificates: () => certificates?.certificates ?? [],
     workers: () => ({ mode: dataPlane.mode, restarts: dataPlane.restarts, threads: dataPlane.workers() }),
     plane: () => controlPlane.plane(),
     health: () => controlPlane.health(),
@@ -150,11 +173,11 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   // The admin plane, and the public probe listener when configured; both stay up until shutdown ends, so
   // checkers see /readyz turn 503 for the whole drain.
   const controlServers: Server[] = [];
-  let proxyAddress: AddressInfo;
+  let listenerAddresses: readonly ListenerAddress[];
   let adminAddress: AddressInfo;
   let probeAddress: AddressInfo | null = null;
   try {
-    proxyAddress = await dataPlane.start();
+    listenerAddresses = await dataPlane.start();
     const admin = await listenAdmin(createAdminApp(runtime), config.admin.host, config.admin.port);
     controlServers.push(admin.server);
     adminAddress = admin.address;
@@ -182,8 +205,10 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     runtime.metrics.close();
     await Promise.all(controlServers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   };
+  const [first] = listenerAddresses;
   return {
-    proxyAddress,
+    proxyAddress: { address: first.address, port: first.port, family: first.family },
+    listenerAddresses,
     adminAddress,
     probeAddress,
     runtime,

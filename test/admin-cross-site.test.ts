@@ -55,7 +55,7 @@ async function start(overrides: Overrides = {}): Promise<Admin> {
   running.push(meridian);
   const port = meridian.adminAddress.port;
   const self = `127.0.0.1:${port}`;
-  const auth: Record<string, string> = overrides.admin?.token === undefined ? {} : { authorization: `Bearer ${TOKEN}` };
+  const auth: Record<string, string> = (overrides.admin as Record<string, unknown> | undefined)?.token === undefined ? {} : { authorization: `Bearer ${TOKEN}` };
   const request = (method: string, path: string, headers: Record<string, string>) => send(port, { method, path, headers: { ...auth, ...headers } });
   return {
     meridian,

@@ -64,7 +64,7 @@ shutdown: { drainDelay: 0s }
   let stderr = '';
   proc.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   proc.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const match = await until(() => (proc.exitCode === null ? /proxy on 127\.0\.0\.1:(\d+), admin on 127\.0\.0\.1:(\d+)/.exec(stdout) : Promise.reject(new Error(stderr))), 'the listening ports', 15_000, 20);
+  const match = await until(() => (proc.exitCode === null ? /http on 127\.0\.0\.1:(\d+), admin on 127\.0\.0\.1:(\d+)/.exec(stdout) : Promise.reject(new Error(stderr))), 'the listening ports', 15_000, 20);
   const [proxyPort, adminPort] = [Number(match[1]), Number(match[2])];
 
   // Fresh connections, which the kernel spreads over both workers.

@@ -47,7 +47,7 @@ describe('compileConfig', () => {
       'us-east/az-2/https://10.2.2.10',
     ]);
     expect(config.topology.endpoints.map((e) => [e.tls, e.port])).toEqual([[false, 80], [false, 8080], [false, 80], [true, 443]]);
-    expect(config.listen.port).toBe(DEFAULT_LISTEN_PORT);
+    expect(config.listen.map((l) => [l.name, l.protocol, l.port])).toEqual([["http", "http", DEFAULT_LISTEN_PORT]]);
     expect(config.timeouts.connect).toBe(DEFAULT_CONNECT_TIMEOUT_MS);
     expect(config.retries.maxAttempts).toBe(DEFAULT_MAX_ATTEMPTS);
     expect(Object.isFrozen(config.topology.endpoints[0])).toBe(true);

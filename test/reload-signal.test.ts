@@ -49,7 +49,7 @@ test('SIGHUP swaps in a good config, rejects a bad or empty one, names restart-o
   let stderr = '';
   proc.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   proc.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const [, proxyPortText, adminPortText] = await until(() => /proxy on 127\.0\.0\.1:(\d+), admin on 127\.0\.0\.1:(\d+)/.exec(stdout), 'the listening ports', 15_000, 20);
+  const [, proxyPortText, adminPortText] = await until(() => /http on 127\.0\.0\.1:(\d+), admin on 127\.0\.0\.1:(\d+)/.exec(stdout), 'the listening ports', 15_000, 20);
   const proxyPort = Number(proxyPortText);
   const adminPort = Number(adminPortText);
   expect((await send(proxyPort)).headers['x-meridian-region']).toBeUndefined();

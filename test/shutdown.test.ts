@@ -141,7 +141,7 @@ shutdown: { drainDelay: 100ms, drainTimeout: 5s }
     const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
     try {
       const [, proxyPort, adminPort] = await until(
-        () => /proxy on 127\.0\.0\.1:(\d+), admin on 127\.0\.0\.1:(\d+)/.exec(stdout) ?? (child.exitCode !== null ? Promise.reject(new Error(stderr)) : null),
+        () => /http on 127\.0\.0\.1:(\d+), admin on 127\.0\.0\.1:(\d+)/.exec(stdout) ?? (child.exitCode !== null ? Promise.reject(new Error(stderr)) : null),
         'meridian start to report its ports',
         15_000,
         20,

@@ -163,13 +163,13 @@ function stackChecks(load: () => Doc): void {
       const config = compiledFor(stack, service);
       const ports = portsOf(service);
       const published = (target: number) => ports.filter((p) => p.target === target);
-      expect(published(config.listen.port), `${name}: proxy port ${config.listen.port}`).toEqual([
-        expect.objectContaining({ target: config.listen.port, published: 80, mode: 'host' }),
+      expect(published(config.listen[0].port), `${name}: proxy port ${config.listen[0].port}`).toEqual([
+        expect.objectContaining({ target: config.listen[0].port, published: 80, mode: 'host' }),
       ]);
       expect(published(config.probe!.port), `${name}: probe port ${config.probe!.port}`).toEqual([
         expect.objectContaining({ target: config.probe!.port, published: config.probe!.port, mode: 'host' }),
       ]);
-      expect(LOOPBACK.test(config.listen.host) || LOOPBACK.test(config.probe!.host), `${name}: published listeners bind beyond loopback`).toBe(false);
+      expect(LOOPBACK.test(config.listen[0].host) || LOOPBACK.test(config.probe!.host), `${name}: published listeners bind beyond loopback`).toBe(false);
       expect(published(config.admin.port), `${name}: admin port ${config.admin.port} must not be published`).toEqual([]);
       // Anything published goes around the ingress mesh, which would hide the client's address.
       for (const port of ports) expect(port.mode, `${name}: port ${port.target}`).toBe('host');

@@ -1,6 +1,7 @@
 // `meridian start`: load the config, run the proxy, and shut down gracefully on SIGTERM/SIGINT.
 import { loadConfigFile } from '../config/load.ts';
 import { ConfigError } from '../config/errors.ts';
+import { CertificateError } from '../listen/certificates.ts';
 import type { MeridianConfig } from '../config/types.ts';
 import { startMeridian } from '../main.ts';
 
@@ -35,7 +36,7 @@ export async function serve(config: MeridianConfig, options: ServeOptions = {}):
   }
   const { self } = config.topology;
   console.log(
-    `meridian ${self.region}/${self.zone}: proxy on ${meridian.proxyAddress.address}:${meridian.proxyAddress.port}, ` +
+    `meridian ${self.region}/${self.zone}: ${meridian.listenerAddresses.map((l) => `${l.name} on ${l.address}:${l.port}`).join(', ')}, ` +
       `admin on ${meridian.adminAddress.address}:${meridian.adminAddress.port}` +
       (meridian.probeAddress === null ? '' : `, probe on ${meridian.probeAddress.address}:${meridian.probeAddress.port}`),
   );
@@ -59,10 +60,13 @@ export async function serve(config: MeridianConfig, options: ServeOptions = {}):
 
 /** A one-line explanation for failures an operator can fix, or null for real bugs (which keep their stack). */
 function startupProblem(err: unknown, config: MeridianConfig): string | null {
-  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number; listener?: string };
   if (e.code === 'GEO_DATABASE_INVALID') return e.message;
+  if (err instanceof CertificateError) return `tls.certificates: ${err.message}`;
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-    return `cannot listen on ${e.address ?? ''}:${e.port ?? ''} (${e.code}); check listen, admin and probe in the config (listen.port ${config.listen.port}, admin.port ${config.admin.port}${config.probe === null ? '' : `, probe.port ${config.probe.port}`})`;
+    const ports = config.listen.map((l) => `${l.name} ${l.port}`).join(', ');
+    const which = e.listener === undefined ? '' : ` (listener ${e.listener})`;
+    return `cannot listen on ${e.address ?? ''}:${e.port ?? ''}${which} (${e.code}); check listen, admin and probe in the config (listen: ${ports}; admin.port ${config.admin.port}${config.probe === null ? '' : `, probe.port ${config.probe.port}`})`;
   }
   return null;
 }

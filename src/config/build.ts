@@ -6,6 +6,7 @@ import { ConfigError, type ConfigProblem } from './errors.ts';
 import { catalogLocation } from './catalog.ts';
 import { MIN_WEBSOCKET_IDLE_TIMEOUT_MS } from './defaults.ts';
 import { compileGeo, compileRouting } from './compile-routing.ts';
+import { compileListeners } from './compile-listeners.ts';
 import type { AllowedHost, Endpoint, MeridianConfig, Region, Topology, Zone } from './types.ts';
 
 /**
@@ -31,7 +32,9 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): Omit<MeridianCo
     workers: parsed.workers,
     geo: compileGeo(parsed.geo, problems),
     routing: compileRouting(parsed.routing, new Set(topology.regions.map((r) => r.name)), problems),
-    listen: parsed.listen,
+    listen: compileListeners(parsed, problems),
+    tls: parsed.tls,
+    maxHeaderBytes: Math.max(...parsed.listen.map((l) => l.maxHeaderBytes)),
     admin: { host: parsed.admin.host, port: parsed.admin.port, token: parsed.admin.token, allowedHosts: compileAllowedHosts(parsed.admin.allowedHosts, problems) },
     probe: parsed.probe ?? null,
     timeouts: parsed.timeouts,

@@ -10,6 +10,12 @@ export const DEFAULT_ADMIN_PORT = 9090;
 /** The probe listener, when configured: readiness for GeoDNS checkers, safe to publish. */
 export const DEFAULT_PROBE_HOST = '0.0.0.0';
 export const DEFAULT_PROBE_PORT = 8081;
+/** Session-ticket keys are replaced this often, so a stolen key opens at most this much recorded traffic. */
+export const DEFAULT_TICKET_KEY_ROTATION_MS = 12 * 3_600_000;
+/** ACME HTTP-01 challenges reach the backends, so a certificate client behind Meridian keeps working. */
+export const DEFAULT_ACME_CHALLENGE = 'proxy';
+/** A PROXY header or TLS handshake that takes longer is a stalled or hostile client. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Node's own limit; larger headers get 431 before any upstream sees them. */
 export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
 

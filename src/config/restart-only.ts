@@ -8,9 +8,10 @@ import type { MeridianConfig } from './types.ts';
  */
 const RESTART_ONLY: readonly (readonly [string, (config: MeridianConfig) => unknown])[] = [
   ['workers', (c) => c.workers],
-  ['listen.host', (c) => c.listen.host],
-  ['listen.port', (c) => c.listen.port],
-  ['listen.maxHeaderBytes', (c) => c.listen.maxHeaderBytes],
+  // Every listener setting (compared field by field below): sockets, node servers and PROXY peers are fixed when bound.
+  ['listen', (c) => JSON.stringify(c.input.listen)],
+  ['timeouts.handshake', (c) => c.timeouts.handshake],
+  ['tls.ticketKeyRotation', (c) => c.tls.ticketKeyRotation],
   ['admin.host', (c) => c.admin.host],
   ['admin.port', (c) => c.admin.port],
   ['probe.host', (c) => c.probe?.host],
@@ -24,5 +25,22 @@ export const RESTART_ONLY_FIELDS: readonly string[] = RESTART_ONLY.map(([field])
  * the start and not the previous reload, so a pending change stays listed until the restart (or until reverted).
  */
 export function restartRequired(started: MeridianConfig, loaded: MeridianConfig): readonly string[] {
-  return Object.freeze(RESTART_ONLY.filter(([, read]) => read(started) !== read(loaded)).map(([field]) => field));
+  const fields = RESTART_ONLY.filter(([, read]) => read(started) !== read(loaded)).map(([field]) => field);
+  const at = fields.indexOf('listen');
+  if (at !== -1) fields.splice(at, 1, ...listenerFields(started.input.listen, loaded.input.listen));
+  return Object.freeze(fields);
+}
+
+/** Which listener fields changed: `listen.port` for the one listener of older configs, `listen[1].port` in a list. */
+function listenerFields(started: readonly object[], loaded: readonly object[]): string[] {
+  if (started.length !== loaded.length) return ['listen'];
+  const out: string[] = [];
+  started.forEach((before, i) => {
+    const after = loaded[i] as Record<string, unknown>;
+    const old = before as Record<string, unknown>;
+    for (const key of new Set([...Object.keys(old), ...Object.keys(after)])) {
+      if (JSON.stringify(old[key]) !== JSON.stringify(after[key])) out.push(started.length === 1 ? `listen.${key}` : `listen[${i}].${key}`);
+    }
+  });
+  return out;
 }

@@ -80,6 +80,29 @@ const hostRule = z.strictObject({
   region: z.string(),
 });
 
+const listener = z.strictObject({
+  /** Names the listener in metrics and logs; default: its protocol. */
+  name: name.optional(),
+  /** `http`: plain HTTP; `https`: TLS (ALPN h2 and http/1.1); `redirect`: plain HTTP that only sends clients to HTTPS. */
+  protocol: z.enum(['http', 'https', 'redirect']).default('http'),
+  host: z.string().default(d.DEFAULT_LISTEN_HOST),
+  port: port.default(d.DEFAULT_LISTEN_PORT),
+  maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(d.DEFAULT_MAX_HEADER_BYTES),
+  /** Every connection must open with a PROXY protocol header (v1 or v2), and only these peers may connect. */
+  proxyProtocol: z.strictObject({ trusted: z.array(z.string()).min(1, 'name the load balancers that send it') }).optional(),
+  /** `https` only: offer HTTP/2 through ALPN. */
+  http2: z.boolean().default(true),
+  /** `redirect` only. */
+  redirect: z
+    .strictObject({
+      /** The port in `Location`; default: the first https listener's port (443 is left out of the URL). */
+      httpsPort: port.min(1).optional(),
+      /** `proxy`: ACME HTTP-01 challenges (`/.well-known/acme-challenge/`) go to the backends like any request. */
+      acmeChallenge: z.enum(['proxy', 'redirect']).default(d.DEFAULT_ACME_CHALLENGE),
+    })
+    .optional(),
+});
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
@@ -106,11 +129,14 @@ function selfInTopology(config: { self: unknown; regions: unknown }, ctx: z.Refi
 export const configSchema = z.strictObject({
   self: z.strictObject({ region: z.string(), zone: z.string() }),
   workers: workers.default(d.DEFAULT_WORKERS),
-  listen: z
+  /** One listener (the plain HTTP one of older configs) or a list of them; each worker thread opens every one. */
+  listen: z.preprocess((value) => (value === undefined ? [{}] : Array.isArray(value) ? value : [value]), z.array(listener).min(1, 'give at least one listener')),
+  tls: z
     .strictObject({
-      host: z.string().default(d.DEFAULT_LISTEN_HOST),
-      port: port.default(d.DEFAULT_LISTEN_PORT),
-      maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(d.DEFAULT_MAX_HEADER_BYTES),
+      /** PEM files; the first pair is the default for clients that send no SNI name, or one no certificate names. */
+      certificates: z.array(z.strictObject({ cert: z.string().min(1), key: z.string().min(1) })).default([]),
+      /** How often the session-ticket key shared by every worker is replaced; 0 keeps one key for the process's life. */
+      ticketKeyRotation: duration(d.DEFAULT_TICKET_KEY_ROTATION_MS),
     })
     .prefault({}),
   admin: z
@@ -162,6 +188,8 @@ export const configSchema = z.strictObject({
       idle: duration(d.DEFAULT_IDLE_TIMEOUT_MS),
       websocketIdle: duration(d.DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS),
       keepAlive: duration(d.DEFAULT_KEEP_ALIVE_TIMEOUT_MS),
+      /** A PROXY protocol header and a TLS handshake must each complete within this time. */
+      handshake: duration(d.DEFAULT_HANDSHAKE_TIMEOUT_MS),
     })
     .prefault({}),
   health: z

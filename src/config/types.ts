@@ -42,6 +42,26 @@ export interface Timeouts {
   readonly idle: number;
   readonly websocketIdle: number;
   readonly keepAlive: number;
+  readonly handshake: number;
+}
+
+/** One downstream listener; every data-plane thread opens each (reusePort). */
+export interface ListenerSettings {
+  readonly name: string;
+  readonly protocol: 'http' | 'https' | 'redirect';
+  readonly host: string;
+  readonly port: number;
+  readonly maxHeaderBytes: number;
+  /** Who may open a connection with a PROXY protocol header; null: the listener takes no PROXY header. */
+  readonly proxyProtocol: CidrSet | null;
+  readonly http2: boolean;
+  /** For `redirect` listeners: the HTTPS port in `Location` (null: 443, left out) and what ACME challenges get. */
+  readonly redirect: { readonly httpsPort: number | null; readonly acmeChallenge: 'proxy' | 'redirect' };
+}
+
+export interface TlsSettings {
+  readonly certificates: readonly { readonly cert: string; readonly key: string }[];
+  readonly ticketKeyRotation: number;
 }
 
 export interface GeoSettings {
@@ -105,7 +125,11 @@ export interface MeridianConfig {
   readonly workers: 'auto' | number;
   readonly geo: GeoSettings;
   readonly routing: RoutingPolicy;
-  readonly listen: { readonly host: string; readonly port: number; readonly maxHeaderBytes: number };
+  /** Restart-only: the first is the listener older configs called `listen`. */
+  readonly listen: readonly ListenerSettings[];
+  readonly tls: TlsSettings;
+  /** The largest of the listeners' `maxHeaderBytes`: it also bounds an upstream's answer to a WebSocket handshake. */
+  readonly maxHeaderBytes: number;
   readonly admin: {
     readonly host: string;
     readonly port: number;

@@ -16,6 +16,9 @@ import { healthChange } from '../health/events.ts';
 import { readiness, type Readiness } from '../health/readiness.ts';
 import { buildHealthWorld, sameHealthWorld, type HealthWorld } from './health-world.ts';
 import { describeReload, openDatabasesFor, type ReloadResult } from './reload-steps.ts';
+import type { CertificateStore } from './certificate-store.ts';
+import { CertificateError } from '../listen/certificates.ts';
+import { NO_TLS, type TlsSnapshot } from '../listen/tls.ts';
 
 /**
  * What serves the data plane: it takes each new snapshot whole. `plane` is built on this thread (the in-process data
@@ -37,6 +40,8 @@ export interface ControlPlaneParts {
   readonly configPath: string | undefined;
   /** Data-plane threads counting into the shared tables. */
   readonly threads: number;
+  /** The TLS certificates and session-ticket key, or null when no listener speaks HTTPS. */
+  readonly certificates: CertificateStore | null;
 }
 
 export class ControlPlane {
@@ -45,6 +50,7 @@ export class ControlPlane {
   readonly pools = new UpstreamPools();
   readonly locator: GeoLocator;
   readonly uploadPins: UploadPins;
+  readonly certificates: CertificateStore | null;
   readonly #catalog: TrafficCatalog;
   readonly #threads: number;
   /** Numbers each geo database list and pin table set the workers have been sent, so they rebuild only what changed. */
@@ -58,6 +64,8 @@ export class ControlPlane {
   #health: HealthWorld;
   #plane: DataPlane;
   #target: DataPlaneTarget | null = null;
+  /** The last TLS snapshot made from the certificate store, reused until its generation moves. */
+  #tlsMemo: TlsSnapshot | null = null;
   readonly #reloadListeners: ((result: ReloadResult) => void)[] = [];
   /** Reloads queue: SIGHUP and POST /reload arriving together must not build against each other's half-swapped state. */
   #reloads: Promise<unknown> = Promise.resolve();
@@ -68,6 +76,7 @@ export class ControlPlane {
     this.#configPath = parts.configPath;
     this.locator = parts.locator;
     this.uploadPins = parts.uploadPins;
+    this.certificates = parts.certificates;
     this.#catalog = parts.catalog;
     this.#threads = parts.threads;
     this.traffic = parts.traffic;
@@ -94,6 +103,7 @@ export class ControlPlane {
       // `geo.cacheSize` bounds the process: each worker caches its share, so memory does not grow with the workers.
       geo: { generation: this.#generationOf(locator.open), databases: locator.published, cacheSize: Math.ceil(this.#config.geo.cacheSize / this.#threads) },
       pins: { generation: this.#generationOf(pins.uploads), memory: pins },
+      tls: this.#plane.tls,
       trafficTables: this.#catalog.describe(this.#config.topology),
     };
   }
@@ -115,6 +125,11 @@ export class ControlPlane {
   /** A geo database file was swapped in: the workers attach to the new buffers (this thread's locator has already). */
   geoPublished(): void {
     this.#publish(this.#plane);
+  }
+
+  /** A certificate file changed on disk and passed its checks, or the ticket key rotated: new handshakes use it. */
+  certificatesPublished(): void {
+    this.#publish(this.#planeFor(this.#config, this.#health));
   }
 
   /** The snapshot requests are being served with now. */
@@ -174,6 +189,7 @@ export class ControlPlane {
   /** Stops the active checks and closes what the data plane dispatched through; the last step of shutdown. */
   async close(): Promise<void> {
     this.#health.checker.stop();
+    this.certificates?.close();
     await this.pools.close();
     this.locator.close();
   }
@@ -193,6 +209,16 @@ export class ControlPlane {
     const opened = await openDatabasesFor(this.locator, next);
     if ('problems' in opened) return { ok: false, problems: opened.problems };
 
+    let swapCertificates = (): void => {};
+    if (this.certificates !== null && JSON.stringify(next.tls.certificates) !== JSON.stringify(this.#config.tls.certificates)) {
+      try {
+        swapCertificates = await this.certificates.prepare(next.tls.certificates);
+      } catch (err) {
+        if (!(err instanceof CertificateError)) throw err;
+        const at = next.tls.certificates.findIndex((pair) => pair.cert === err.file || pair.key === err.file);
+        return { ok: false, problems: [{ path: at === -1 ? 'tls.certificates' : `tls.certificates[${at}]`, message: err.message }] };
+      }
+    }
     const swapGeo = this.locator.prepare(opened.databases, next.geo.cacheSize);
     const swapPins = this.uploadPins.prepare(next.routing.uploadPinning.ttl, next.routing.uploadPinning.maxEntries);
     const previous = this.#health;
@@ -212,12 +238,14 @@ export class ControlPlane {
     }
 
     // The commit: reference swaps, none of which can fail.
+    swapCertificates();
     swapGeo();
     swapPins();
     this.#config = next;
     this.#health = world;
     this.#version++;
-    this.#publish(plane);
+    // The certificates swapped after the plane was built: it takes them now, before anything serves it.
+    this.#publish(this.certificates === null ? plane : Object.freeze({ ...plane, tls: this.#tls() }));
     if (world !== previous) {
       try {
         world.checker.start();
@@ -241,7 +269,17 @@ export class ControlPlane {
 
   #planeFor(config: MeridianConfig, world: HealthWorld): DataPlane {
     const { pools, traffic, locator, uploadPins } = this;
-    return createDataPlane(config, createGeoRouter(config, world.state.snapshot), { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier });
+    return createDataPlane(config, createGeoRouter(config, world.state.snapshot), { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier, tls: this.#tls() });
+  }
+
+  /** The store's certificates and ticket key as plain data, made once per generation. */
+  #tls(): TlsSnapshot {
+    const store = this.certificates;
+    if (store === null) return NO_TLS;
+    if (this.#tlsMemo?.generation === store.generation) return this.#tlsMemo;
+    const certificates = store.certificates.map(({ label, names, cert, key }) => Object.freeze({ label, names, cert, key }));
+    this.#tlsMemo = Object.freeze({ generation: store.generation, certificates: Object.freeze(certificates), ticketKeys: new Uint8Array(store.ticketKeys) });
+    return this.#tlsMemo;
   }
 
   #publish(plane: DataPlane): void {

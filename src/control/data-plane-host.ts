@@ -1,6 +1,6 @@
 // Where the data plane runs: on this thread (`workers: 1`, today's single-threaded proxy) or in worker threads
 // (src/control/supervisor.ts). The control plane and main.ts see only this interface.
-import type { AddressInfo } from 'node:net';
+import type { ListenerAddress } from '../listen/listeners.ts';
 import type { DataPlaneTarget } from './control-plane.ts';
 
 /** One data-plane thread as `/status` shows it; the counts are the thread's row of the shared thread stats. */
@@ -19,8 +19,8 @@ export interface WorkerView {
 export interface DataPlaneHost extends DataPlaneTarget {
   /** `in-process` serves on the control plane's thread; `workers` in one worker thread per slot. */
   readonly mode: 'in-process' | 'workers';
-  /** Opens the listeners; resolves with the address they share once every thread accepts. */
-  start(): Promise<AddressInfo>;
+  /** Opens the listeners; resolves with their addresses (in config order) once every thread accepts on each. */
+  start(): Promise<readonly ListenerAddress[]>;
   /** Keep serving, but ask keep-alive clients to reconnect after their current response. */
   drain(): void;
   /** Stop accepting, let in-flight exchanges finish up to `timeoutMs`, end what is left. */

@@ -1,11 +1,12 @@
 // The data plane on the control plane's own thread: `workers: 1`, and where reusePort is unavailable. Its observers
-// (the metric recorder and the access log) subscribe here, before the listener accepts, so the first request counts.
-import type { AddressInfo } from 'node:net';
+// (the metric recorder and the access log) subscribe here, before the listeners accept, so the first request counts.
 import { ProxyServer } from '../proxy/server.ts';
 import type { DataPlane } from '../proxy/plane.ts';
+import { Listeners, type ListenerAddress } from '../listen/listeners.ts';
 import { TrafficRecorder } from '../observe/recorder.ts';
 import type { TrafficCatalog } from '../observe/traffic-tables.ts';
 import { STAT, type ThreadStats } from '../observe/thread-stats.ts';
+import type { ListenerStats } from '../observe/listener-stats.ts';
 import { startAccessLog, type AccessLog, type LogDestination } from '../observe/access-log.ts';
 import type { DataPlaneHost, WorkerView } from './data-plane-host.ts';
 
@@ -14,12 +15,14 @@ export class InProcessDataPlane implements DataPlaneHost {
   readonly restarts = 0;
   readonly recorder: TrafficRecorder;
   readonly #proxy: ProxyServer;
+  readonly #listeners: Listeners;
   readonly #accessLog: AccessLog;
   readonly #stats: ThreadStats;
 
-  /** `plane` is the control plane's first snapshot; this thread counts into row 0 of `stats`. */
-  constructor(plane: DataPlane, catalog: TrafficCatalog, stats: ThreadStats, accessLog?: LogDestination) {
+  /** `plane` is the control plane's first snapshot; this thread counts into row 0 of `stats` and `listenerStats`. */
+  constructor(plane: DataPlane, catalog: TrafficCatalog, stats: ThreadStats, listenerStats: ListenerStats, accessLog?: LogDestination) {
     this.#proxy = new ProxyServer(plane);
+    this.#listeners = new Listeners(this.#proxy, listenerStats.row(0));
     this.#stats = stats;
     // Beside the catalog, so a record of a topology with a new zone or region widens the tables on the spot.
     this.recorder = new TrafficRecorder(catalog.describe(plane.config.topology), (topology) => catalog.describe(topology)).subscribe();
@@ -27,13 +30,12 @@ export class InProcessDataPlane implements DataPlaneHost {
   }
 
   publish(plane: DataPlane): void {
-    this.#proxy.use(plane);
+    this.#listeners.use(plane);
     this.#accessLog.reconfigure();
   }
 
-  start(): Promise<AddressInfo> {
-    const { host, port } = this.#proxy.plane.config.listen;
-    return this.#proxy.listen(host, port);
+  start(): Promise<readonly ListenerAddress[]> {
+    return this.#listeners.listen(false, null);
   }
 
   drain(): void {
@@ -41,13 +43,13 @@ export class InProcessDataPlane implements DataPlaneHost {
   }
 
   async close(timeoutMs: number): Promise<void> {
-    await this.#proxy.close(timeoutMs);
+    await this.#listeners.close(timeoutMs);
     this.recorder.close();
     await this.#accessLog.close();
   }
 
   workers(): readonly WorkerView[] {
     const stats = this.#stats;
-    return [{ slot: 0, threadId: 0, listening: this.#proxy.server.listening, restarts: 0, requests: stats.get(0, STAT.requests), connections: stats.get(0, STAT.connections), websockets: stats.get(0, STAT.websockets) }];
+    return [{ slot: 0, threadId: 0, listening: this.#listeners.listening, restarts: 0, requests: stats.get(0, STAT.requests), connections: stats.get(0, STAT.connections), websockets: stats.get(0, STAT.websockets) }];
   }
 }

@@ -2,7 +2,7 @@
 // every snapshot to every worker, hears their rare reports, replaces a worker that exits or stops answering, and
 // drains them all at shutdown. A replacement takes its slot's stats row, so the process's counters carry on.
 import { Worker } from 'node:worker_threads';
-import type { AddressInfo } from 'node:net';
+import type { ListenerAddress } from '../listen/listeners.ts';
 import type { DataPlane } from '../proxy/plane.ts';
 import type { FromWorker, PlaneSnapshot, ToWorker, WorkerInit } from '../proxy/snapshot.ts';
 import { STAT, type ThreadStats } from '../observe/thread-stats.ts';
@@ -22,11 +22,10 @@ const CLOSE_GRACE_MS = 2_000;
 
 export interface SupervisorOptions {
   readonly count: number;
-  readonly host: string;
-  /** The configured port; 0 means the first worker's ephemeral port, which the others then share. */
-  readonly port: number;
   /** One row per slot. */
   readonly stats: ThreadStats;
+  /** One row per slot, a block per listener (src/observe/listener-stats.ts). */
+  readonly listenerStats: SharedArrayBuffer;
   /** The process's exchange counters (retry budget). */
   readonly traffic: SharedArrayBuffer;
   /** A worker that has not answered a ping for this long is terminated and replaced. */
@@ -56,8 +55,9 @@ export class WorkerSupervisor implements DataPlaneHost {
   readonly #options: SupervisorOptions;
   readonly #slots: Slot[];
   #snapshot: PlaneSnapshot | null = null;
-  #port: number | null = null;
-  #address: AddressInfo | null = null;
+  /** Each listener's port as the first worker bound it (a config's port 0 becomes the one every worker shares). */
+  #ports: readonly number[] | null = null;
+  #addresses: readonly ListenerAddress[] = [];
   #stopping = false;
   #watchdog: NodeJS.Timeout | undefined;
   #seq = 0;
@@ -77,12 +77,12 @@ export class WorkerSupervisor implements DataPlaneHost {
     this.#broadcast({ kind: 'snapshot', snapshot });
   }
 
-  /** The first worker binds (and picks the port when the config says 0); the rest join it on that port. */
-  async start(): Promise<AddressInfo> {
+  /** The first worker binds (and picks the ports the config leaves at 0); the rest join it on those ports. */
+  async start(): Promise<readonly ListenerAddress[]> {
     const [first, ...rest] = this.#slots;
     try {
-      this.#address = await this.#spawn(first);
-      this.#port = this.#address.port;
+      this.#addresses = await this.#spawn(first);
+      this.#ports = this.#addresses.map((a) => a.port);
       await Promise.all(rest.map((slot) => this.#spawn(slot)));
     } catch (err) {
       await this.close(0);
@@ -90,7 +90,7 @@ export class WorkerSupervisor implements DataPlaneHost {
     }
     const every = Math.max(50, Math.min(1_000, this.#options.watchdogMs / 4));
     this.#watchdog = setInterval(() => this.#checkAnswers(), every).unref();
-    return this.#address;
+    return this.#addresses;
   }
 
   drain(): void {
@@ -129,9 +129,9 @@ export class WorkerSupervisor implements DataPlaneHost {
   }
 
   /** Resolves once the worker listens; rejects when it cannot (the port is taken, say) or dies first. */
-  #spawn(slot: Slot): Promise<AddressInfo> {
-    const { stats, traffic, testHooks } = this.#options;
-    const init: WorkerInit = { slot: slot.index, stats: stats.buffer, traffic, snapshot: this.#snapshot!, port: this.#port, testHooks };
+  #spawn(slot: Slot): Promise<readonly ListenerAddress[]> {
+    const { stats, listenerStats, traffic, testHooks } = this.#options;
+    const init: WorkerInit = { slot: slot.index, stats: stats.buffer, listenerStats, traffic, snapshot: this.#snapshot!, ports: this.#ports, testHooks };
     const worker = new Worker(WORKER_ENTRY, { workerData: init, name: `meridian-worker-${slot.index}` });
     slot.worker = worker;
     slot.listening = false;
@@ -143,11 +143,11 @@ export class WorkerSupervisor implements DataPlaneHost {
           case 'listening':
             slot.listening = true;
             slot.replacing = false;
-            resolve({ port: message.port, address: message.address, family: message.family });
+            resolve(message.addresses);
             return;
           case 'failed':
             // Shaped like node's own listen error, so callers report it the same way whichever thread listened.
-            reject(Object.assign(new Error(`worker ${slot.index}: ${message.message}`), { code: message.code, address: message.address, port: message.port }));
+            reject(Object.assign(new Error(`worker ${slot.index}: ${message.message}`), { code: message.code, address: message.address, port: message.port, listener: message.listener }));
             void worker.terminate();
             return;
           case 'threshold':

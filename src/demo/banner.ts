@@ -3,7 +3,7 @@ import type { MeridianConfig } from '../config/types.ts';
 import { SEED_REGIONS } from './topology.ts';
 
 export function demoBanner(config: MeridianConfig): string {
-  const proxy = `localhost:${config.listen.port}`;
+  const proxy = `localhost:${config.listen[0].port}`;
   const admin = `localhost:${config.admin.port}`;
   const { self } = config.topology;
   const rows = config.topology.regions.map((region) => {

@@ -19,6 +19,8 @@ export const STAT = Object.freeze({
   chunkNotHeld: 9,
   /** Chunks of an upload unknown here that another region accepted after the usual one answered 404 (pin discovery). */
   chunkDiscovered: 10,
+  /** Exchanges that arrived over HTTP/2 (the rest of `requests` came over HTTP/1.x). */
+  http2Requests: 11,
 });
 /** 16 doubles: 128 bytes, two cache lines per thread. */
 export const STAT_ROW = 16;

@@ -61,8 +61,11 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   readonly plane: DataPlane;
   readonly req: IncomingMessage;
   readonly res: MeridianResponse;
-  /** Kept here because `req.socket` is detached by the time the response closes. */
-  readonly socket: ExchangeSocket;
+  /**
+   * The HTTP/1.1 connection, kept because `req.socket` is detached by the time the response closes; null over
+   * HTTP/2, where the connection carries many exchanges and each stream has its own idle timer.
+   */
+  readonly socket: ExchangeSocket | null;
   readonly startedAt: number;
   readonly peerIp: string;
   readonly requestId: string;
@@ -130,8 +133,12 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     res.exchange = this;
     // The snapshot's pools stay open until this exchange, and every failover it makes, is over.
     plane.pools.acquire();
-    this.socket = req.socket as ExchangeSocket;
-    this.socket[CURRENT_EXCHANGE] = this;
+    if (req.httpVersionMajor === 2) {
+      this.socket = null;
+    } else {
+      this.socket = req.socket as ExchangeSocket;
+      this.socket[CURRENT_EXCHANGE] = this;
+    }
     res.on('close', onDownstreamClose);
   }
 
@@ -486,5 +493,6 @@ function onDownstreamClose(this: MeridianResponse): void {
   exchange.ended();
   if (exchangeEnd.hasSubscribers) exchangeEnd.publish(recordExchange(exchange));
   this.exchange = null;
-  if (exchange.socket[CURRENT_EXCHANGE] === exchange) exchange.socket[CURRENT_EXCHANGE] = null;
+  const socket = exchange.socket;
+  if (socket !== null && socket[CURRENT_EXCHANGE] === exchange) socket[CURRENT_EXCHANGE] = null;
 }

@@ -66,7 +66,8 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: Forw
   const withheld = facts.trustedPeer ? null : facts.clientAddressHeaders;
   const out: string[] = [];
   for (const name in headers) {
-    if (OWN_UPSTREAM.has(name)) continue;
+    // HTTP/2 pseudo-headers (`:path`, `:authority`…) describe this hop; Host already carries the authority.
+    if (OWN_UPSTREAM.has(name) || name.charCodeAt(0) === 0x3a /* : */) continue;
     const value = headers[name];
     if (value === undefined) continue;
     if (HOP_BY_HOP.has(name)) {

@@ -7,6 +7,7 @@ import type { UploadPins } from './upload-pins.ts';
 import type { EndpointLoadTable } from './load.ts';
 import type { OutcomeSink } from '../health/outlier.ts';
 import { STAT, STAT_ROW } from '../observe/thread-stats.ts';
+import type { TlsSnapshot } from '../listen/tls.ts';
 
 /** Built once per config load and swapped as one reference; requests keep the snapshot they started with. */
 export interface DataPlane {
@@ -21,6 +22,8 @@ export interface DataPlane {
   readonly uploadPins: UploadPins;
   readonly load: EndpointLoadTable;
   readonly outcomes: OutcomeSink;
+  /** The certificates and session-ticket key the HTTPS listeners serve with (plain data; src/listen/tls.ts builds contexts). */
+  readonly tls: TlsSnapshot;
 }
 
 /** Long-lived parts that a new snapshot reuses. */
@@ -32,6 +35,7 @@ export interface DataPlaneParts {
   readonly uploadPins: UploadPins;
   readonly load: EndpointLoadTable;
   readonly outcomes: OutcomeSink;
+  readonly tls: TlsSnapshot;
 }
 
 export function createDataPlane(config: MeridianConfig, router: Router, parts: DataPlaneParts): DataPlane {

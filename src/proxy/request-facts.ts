@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { resolveClientIp } from '../geo/client-ip.ts';
 import type { DataPlane } from './plane.ts';
+import { PROXIED_PEER } from '../listen/proxy-protocol.ts';
 
 /** An incoming `X-Request-Id` is kept when it is a sane token; anything else is replaced. */
 const MAX_REQUEST_ID_LENGTH = 200;
@@ -18,9 +19,12 @@ export interface ClientFacts {
   forwardedHost: string | undefined;
 }
 
-/** The socket peer in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4. */
+/**
+ * The socket peer in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) becomes plain IPv4. On a listener that takes
+ * the PROXY protocol, the peer is the client its header named (the listener checked that the load balancer may).
+ */
 export function peerAddress(socket: Socket): string {
-  const address = socket.remoteAddress ?? '';
+  const address = (socket as Socket & { [PROXIED_PEER]?: string | null })[PROXIED_PEER] ?? socket.remoteAddress ?? '';
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 

@@ -36,5 +36,10 @@ export function settleTarget(req: IncomingMessage): TargetVerdict {
   return 'proxy';
 }
 
+/** Whether `authority` is a plain host[:port] (no user info), the only form Meridian sends back in a Location. */
+export function isAuthority(authority: string): boolean {
+  return AUTHORITY.test(authority);
+}
+
 /** The answer to `OPTIONS *`: a question about this server, which Meridian answers itself rather than guess an upstream. */
 export const ASTERISK_ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';

@@ -1,7 +1,8 @@
 // The data-plane HTTP server: accepts downstream requests and runs the phases listed in the README (How a request flows).
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage, Server, ServerOptions } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import type { Socket, AddressInfo } from 'node:net';
+import type { Socket } from 'node:net';
 import { CURRENT_EXCHANGE, Exchange, MeridianResponse, type ExchangeSocket } from './exchange.ts';
 import { upstreamRequestHeaders } from './headers.ts';
 import { closeIfBodyArriving, KINDS, ProxyError } from './errors.ts';
@@ -10,87 +11,48 @@ import { rejectMalformed } from './client-error.ts';
 import { handleUpgrade } from './websocket.ts';
 import { chunkKind } from './upload-pins.ts';
 import { STAT } from '../observe/thread-stats.ts';
-import { endTunnels } from './websocket-drain.ts';
+import { MeridianH2Response, STREAM_EXCHANGE, type ExchangeStream } from './http2-response.ts';
 import type { DataPlane } from './plane.ts';
+import type { ListenerSettings, Timeouts } from '../config/types.ts';
 import { hasDuplicateHost, identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
 
+/**
+ * The request path of every listener: HTTP/1.1 requests, upgrades and connections from the node servers the
+ * listeners (src/listen/listeners.ts) create, and HTTP/2 requests from their HTTP/2 sessions.
+ */
 export class ProxyServer {
   /** Swapped whole on reload; each request reads it once at accept. */
   plane: DataPlane;
-  readonly server: Server;
 
   constructor(plane: DataPlane) {
     this.plane = plane;
-    const { listen, timeouts } = plane.config;
-    this.server = createServer({
-      ServerResponse: MeridianResponse,
-      maxHeaderSize: listen.maxHeaderBytes,
-      headersTimeout: timeouts.requestHeaders,
-      // Uploads to Appwrite can take far longer than any fixed deadline; the idle timer guards stalls instead.
-      requestTimeout: 0,
-      keepAliveTimeout: timeouts.keepAlive,
-      connectionsCheckingInterval: Math.min(1_000, timeouts.requestHeaders),
-      noDelay: true,
-      // Checked in #onRequest instead: node's own check answers with a bare 400, not our JSON error.
-      requireHostHeader: false,
-    });
-    this.server.timeout = timeouts.idle;
-    this.server.on('request', this.#onRequest);
-    this.server.on('upgrade', this.#onUpgrade);
-    this.server.on('clientError', rejectMalformed);
-    this.server.on('timeout', onIdleSocket);
-    this.server.on('connection', this.#onConnection);
   }
 
-  /** New requests are served with `plane`; a new config's downstream timeouts apply to the listener as well. */
+  /** New requests are served with `plane`. */
   use(plane: DataPlane): void {
-    const previous = this.plane;
     this.plane = plane;
-    if (plane.config.timeouts !== previous.config.timeouts) this.applyTimeouts(plane.config.timeouts);
   }
 
   /**
-   * A reload's downstream timeouts. node reads `headersTimeout` at each connections check and `keepAliveTimeout` as
-   * each response ends, but `timeout` only as it accepts a connection: open connections keep their idle bound.
-   * `connectionsCheckingInterval` is fixed at creation, so a lowered `requestHeaders` holds to within it (1 s at most).
+   * Serve the HTTP/1.1 requests, upgrades and malformed input of `server`, and count its connections. A listener
+   * that answers requests itself (the redirect listener) passes its handler, and takes no upgrades.
    */
-  applyTimeouts(timeouts: DataPlane['config']['timeouts']): void {
-    this.server.headersTimeout = timeouts.requestHeaders;
-    this.server.keepAliveTimeout = timeouts.keepAlive;
-    this.server.timeout = timeouts.idle;
+  serve(server: Server, onRequest?: (req: IncomingMessage, res: MeridianResponse) => void): void {
+    server.on('request', onRequest ?? this.onRequest);
+    if (onRequest === undefined) server.on('upgrade', this.#onUpgrade);
+    server.on('clientError', rejectMalformed);
+    server.on('timeout', onIdleSocket);
+    server.on('connection', this.onConnection);
   }
 
-  /** `reusePort`: share the port with the other workers' listeners; the kernel spreads new connections among them. */
-  listen(host: string, port: number, reusePort = false): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ port, host, reusePort }, () => {
-        this.server.off('error', reject);
-        resolve(this.server.address() as AddressInfo);
-      });
-    });
-  }
-
-  /**
-   * Stop accepting, let in-flight exchanges finish up to `timeoutMs`, then cut whatever is left. WebSocket tunnels
-   * keep serving meanwhile and get their close frames one by one across that window (websocket-drain.ts).
-   */
-  async close(timeoutMs: number): Promise<void> {
-    const traffic = this.plane.traffic;
-    traffic.draining = true;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
-    // Over the same window, not after it: shutdown stays within drainTimeout however long the exchanges take.
-    const tunnelsEnded = endTunnels(traffic, timeoutMs);
-    await traffic.whenIdle(timeoutMs);
-    // Upgraded sockets are no longer the HTTP server's connections: this cuts exchanges and leaves tunnels alone.
-    this.server.closeAllConnections();
-    await tunnelsEnded;
-    await closed;
-  }
-
-  #onRequest = (req: IncomingMessage, res: MeridianResponse): void => {
+  onRequest = (req: IncomingMessage, res: MeridianResponse): void => {
     const plane = this.plane;
+    const http2 = req.httpVersionMajor === 2;
+    // Before the exchange reads Host: HTTP/2 names the site in `:authority`.
+    if (http2) {
+      adoptAuthority(req);
+      plane.traffic.tally(STAT.http2Requests);
+    }
     plane.traffic.exchangeStarted();
     const startedAt = performance.now();
     // While draining, tell keep-alive clients to reconnect elsewhere after this response.
@@ -98,6 +60,9 @@ export class ProxyServer {
     // Before anything reads Host: an absolute-form target supplies it.
     const target = settleTarget(req);
     const exchange = new Exchange(plane, req, res, peerAddress(req.socket), requestIdOf(req), startedAt);
+    // TLS ended here: the upstream hears https whatever the client's headers say (a trusted proxy may say so too).
+    if ((req.socket as TLSSocket).encrypted === true) exchange.proto = 'https';
+    if (http2) watchStream(exchange, res as unknown as MeridianH2Response);
     if (target !== 'proxy') {
       answerTarget(exchange, target);
       return;
@@ -126,7 +91,7 @@ export class ProxyServer {
     exchange.start();
   };
 
-  #onConnection = (socket: Socket): void => {
+  onConnection = (socket: Socket): void => {
     const traffic = this.plane.traffic;
     traffic.connectionOpened();
     socket.once('close', () => traffic.connectionClosed());
@@ -178,4 +143,45 @@ function holdChunkIfRoom(exchange: Exchange, plane: DataPlane): void {
 function onIdleSocket(socket: Socket): void {
   if ((socket as ExchangeSocket)[CURRENT_EXCHANGE]?.onDownstreamIdle()) return;
   socket.destroy();
+}
+
+/** The node:http options of a listener's server; `timeouts` are applied again on reload (src/listen/listeners.ts). */
+export function serverOptions(listener: ListenerSettings, timeouts: Timeouts): ServerOptions<typeof IncomingMessage, typeof MeridianResponse> {
+  return {
+    ServerResponse: MeridianResponse,
+    maxHeaderSize: listener.maxHeaderBytes,
+    headersTimeout: timeouts.requestHeaders,
+    // Uploads to Appwrite can take far longer than any fixed deadline; the idle timer guards stalls instead.
+    requestTimeout: 0,
+    keepAliveTimeout: timeouts.keepAlive,
+    connectionsCheckingInterval: Math.min(1_000, timeouts.requestHeaders),
+    noDelay: true,
+    // Checked in onRequest instead: node's own check answers with a bare 400, not our JSON error.
+    requireHostHeader: false,
+  };
+}
+
+/**
+ * An HTTP/2 request names its site in `:authority` (RFC 9113 §8.3.1); the upstream is HTTP/1.1 and Appwrite routes by
+ * Host, so Host is taken from it when the client sent none. The pseudo-headers themselves never go upstream.
+ */
+function adoptAuthority(req: IncomingMessage): void {
+  const headers = req.headers;
+  if (headers.host === undefined) {
+    const authority = headers[':authority'];
+    if (typeof authority === 'string') headers.host = authority;
+  }
+}
+
+/** An HTTP/2 stream gets the idle rule HTTP/1.1 connections have (`timeouts.idle`), with the exchange deciding. */
+function watchStream(exchange: Exchange, res: MeridianH2Response): void {
+  const stream = res.stream as ExchangeStream;
+  stream[STREAM_EXCHANGE] = exchange;
+  stream.setTimeout(exchange.plane.config.timeouts.idle);
+  stream.on('timeout', onIdleStream);
+}
+
+function onIdleStream(this: ExchangeStream): void {
+  if (this[STREAM_EXCHANGE]?.onDownstreamIdle()) return;
+  this.close(0x8 /* CANCEL */);
 }

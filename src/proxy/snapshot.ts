@@ -6,6 +6,8 @@ import type { PublishedGeoDatabase } from '../geo/database.ts';
 import type { TrafficTablesDescriptor } from '../observe/traffic-tables.ts';
 import type { SharedTables } from './shared-tables.ts';
 import type { UploadPinsMemory } from './upload-pins.ts';
+import type { TlsSnapshot } from '../listen/tls.ts';
+import type { ListenerAddress } from '../listen/listeners.ts';
 
 /**
  * Everything a worker needs to build the data plane it serves with, whole: a worker swaps to it in one assignment,
@@ -23,6 +25,8 @@ export interface PlaneSnapshot {
   readonly tables: { readonly generation: number; readonly shared: SharedTables };
   readonly geo: { readonly generation: number; readonly databases: readonly PublishedGeoDatabase[]; readonly cacheSize: number };
   readonly pins: { readonly generation: number; readonly memory: UploadPinsMemory };
+  /** Certificates (PEM text) and the session-ticket key; a worker rebuilds its TLS contexts when the generation moves. */
+  readonly tls: TlsSnapshot;
   /** The metric tables covering this config's topology; attached before the snapshot serves. */
   readonly trafficTables: TrafficTablesDescriptor;
 }
@@ -32,11 +36,13 @@ export interface WorkerInit {
   /** This worker's slot: its row in the thread stats, and its name in logs and `/status`. */
   readonly slot: number;
   readonly stats: SharedArrayBuffer;
+  /** Per-listener stats (src/observe/listener-stats.ts): TLS handshakes and PROXY protocol refusals. */
+  readonly listenerStats: SharedArrayBuffer;
   /** Process-wide exchanges in flight and retrying (the retry budget). */
   readonly traffic: SharedArrayBuffer;
   readonly snapshot: PlaneSnapshot;
-  /** The port every worker binds: the first worker's, once it has one (a config's port may be 0). */
-  readonly port: number | null;
+  /** The port of each listener, in config order, that every worker binds: the first worker's, once it has them (a config's port may be 0). */
+  readonly ports: readonly number[] | null;
   /** Only tests set this: the worker then obeys `crash` and `hang` messages. */
   readonly testHooks: boolean;
 }
@@ -52,9 +58,9 @@ export type ToWorker =
 
 /** Worker → control plane: rare, never per request. */
 export type FromWorker =
-  | { readonly kind: 'listening'; readonly port: number; readonly address: string; readonly family: string }
+  | { readonly kind: 'listening'; readonly addresses: readonly ListenerAddress[] }
   /** The listener could not open: node's error, with the fields the CLI's one-line message reads. */
-  | { readonly kind: 'failed'; readonly message: string; readonly code: string | undefined; readonly address: string; readonly port: number }
+  | { readonly kind: 'failed'; readonly message: string; readonly code: string | undefined; readonly address: string; readonly port: number; readonly listener: string }
   /** A run of passive failures on `index` of the endpoint list of `tables` reached the ejection threshold. */
   | { readonly kind: 'threshold'; readonly tables: number; readonly index: number; readonly now: number }
   | { readonly kind: 'pong'; readonly seq: number }

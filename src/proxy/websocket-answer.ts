@@ -8,9 +8,9 @@ import type { Tunnel } from './websocket.ts';
 /** Replaces `head` and `answer` once spent: Node hands `head` over as a slice of a shared read buffer it would keep alive. */
 const EMPTY = Buffer.alloc(0);
 
-/** Upstream bytes while the answer's head is incomplete; bounded by `listen.maxHeaderBytes`, like a request's head. */
+/** Upstream bytes while the answer's head is incomplete; bounded by the listeners' `maxHeaderBytes`, like a request's head. */
 export function readAnswer(tunnel: Tunnel, chunk: Buffer): void {
-  const limit = tunnel.plane.config.listen.maxHeaderBytes;
+  const limit = tunnel.plane.config.maxHeaderBytes;
   let buffer = tunnel.answer.length === 0 ? chunk : Buffer.concat([tunnel.answer, chunk]);
   // The blank line may have started in the previous chunk.
   let from = Math.max(0, tunnel.answer.length - 3);

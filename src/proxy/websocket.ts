@@ -88,6 +88,8 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
     this.requestId = requestIdOf(req);
     this.host = req.headers.host;
     this.forwardedHost = this.host;
+    // TLS ended here (wss://): the upstream hears https, as for any request over the HTTPS listener.
+    if ((downstream as { encrypted?: boolean }).encrypted === true) this.proto = 'https';
     downstream[TUNNEL] = this;
     // Node's HTTP server dropped its own listeners at the upgrade: without ours an 'error' would crash the process.
     downstream.on('error', onError).on('end', onDownstreamEnd).on('close', onDownstreamClose).on('timeout', onTimeout);

@@ -1,8 +1,10 @@
-// A data-plane worker thread: the whole data plane (HTTP and WebSocket) on its own listener, bound with reusePort so
+// A data-plane worker thread: the whole data plane (HTTP and WebSocket) on its own listeners, bound with reusePort so
 // the kernel spreads connections across workers. It serves from the snapshots the control plane posts, counts into
 // shared memory, and messages the control plane only for rare events, never per request.
 import { parentPort, workerData } from 'node:worker_threads';
 import { ProxyServer } from './server.ts';
+import { Listeners } from '../listen/listeners.ts';
+import { ListenerStats } from '../observe/listener-stats.ts';
 import { WorkerPlanes } from './worker-plane.ts';
 import { startAccessLog } from '../observe/access-log.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './snapshot.ts';
@@ -14,6 +16,7 @@ const send = (message: FromWorker): void => port.postMessage(message);
 
 const planes = new WorkerPlanes(init, (tables, index, now) => send({ kind: 'threshold', tables, index, now }));
 const proxy = new ProxyServer(planes.build(init.snapshot));
+const listeners = new Listeners(proxy, new ListenerStats(proxy.plane.config.listen.length, init.listenerStats).row(init.slot));
 const accessLog = startAccessLog({ plane: () => proxy.plane });
 let closing: Promise<void> | undefined;
 
@@ -28,7 +31,7 @@ port.on('message', (message: ToWorker) => {
         console.error(`meridian: worker ${init.slot} could not apply snapshot (config version ${message.snapshot.config.version}), it keeps the previous one:`, err);
         return;
       }
-      proxy.use(plane);
+      listeners.use(plane);
       // Subscribes or unsubscribes only when the new config turned the log on or off.
       accessLog.reconfigure();
       return;
@@ -58,7 +61,7 @@ port.on('message', (message: ToWorker) => {
 });
 
 async function close(timeoutMs: number): Promise<void> {
-  await proxy.close(timeoutMs);
+  await listeners.close(timeoutMs);
   planes.recorder.close();
   await accessLog.close();
   await planes.pools.close();
@@ -67,9 +70,8 @@ async function close(timeoutMs: number): Promise<void> {
   port!.close();
 }
 
-const { host } = proxy.plane.config.listen;
-const listenPort = init.port ?? proxy.plane.config.listen.port;
-proxy.listen(host, listenPort, true).then(
-  (address) => send({ kind: 'listening', port: address.port, address: address.address, family: address.family }),
-  (err: NodeJS.ErrnoException) => send({ kind: 'failed', message: err.message, code: err.code, address: host, port: listenPort }),
+listeners.listen(true, init.ports).then(
+  (addresses) => send({ kind: 'listening', addresses }),
+  (err: NodeJS.ErrnoException & { address?: string; port?: number; listener?: string }) =>
+    send({ kind: 'failed', message: err.message, code: err.code, address: err.address ?? '', port: err.port ?? 0, listener: err.listener ?? '' }),
 );

@@ -75,7 +75,8 @@ export async function deadPort(): Promise<number> {
 }
 
 /** Config sections a test may override; merged one level deep over the harness defaults. */
-export type Overrides = Record<string, Record<string, unknown>>;
+/** Config sections to override: an object is merged into the harness's own section, a list replaces it. */
+export type Overrides = Record<string, Record<string, unknown> | readonly Record<string, unknown>[]>;
 
 /**
  * Health settings for tests that are not about health: one probe per endpoint at boot and none after, so an
@@ -105,7 +106,8 @@ export function rawConfig(origins: readonly string[], overrides: Overrides = {},
   };
   // By default the data plane runs on the test's own thread, where its events can be observed.
   const out: Record<string, unknown> = { ...base, workers };
-  for (const [section, values] of Object.entries(overrides)) out[section] = { ...base[section], ...values };
+  // A list (several listeners) replaces the section; an object is merged into it.
+  for (const [section, values] of Object.entries(overrides)) out[section] = Array.isArray(values) ? values : { ...base[section], ...values };
   return out;
 }
 
@@ -114,6 +116,8 @@ export interface RunningProxy {
   readonly config: MeridianConfig;
   readonly port: number;
   readonly adminPort: number;
+  /** Each listener's port by its name (`http`, `https`, `redirect` by default). */
+  readonly ports: Readonly<Record<string, number>>;
   shutdown(): Promise<void>;
 }
 
@@ -132,6 +136,7 @@ export async function startProxy(origins: readonly string[], overrides: Override
     config,
     port: meridian.proxyAddress.port,
     adminPort: meridian.adminAddress.port,
+    ports: Object.fromEntries(meridian.listenerAddresses.map((l) => [l.name, l.port])),
     shutdown: () => meridian.shutdown(),
   };
 }

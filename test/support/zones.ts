@@ -119,7 +119,7 @@ export interface World {
 /** `workers`: the data plane on the test's thread by default, where its events can be observed. */
 export async function startWorld(layout: Layout, self: { region: string; zone: string }, overrides: Overrides = {}, workers: number | 'auto' = 1): Promise<World> {
   const names = Object.values(layout).flatMap((r) => Object.values(r.zones).flat());
-  const healthPath = (overrides.health?.path as string | undefined) ?? DEFAULT_HEALTH_PATH;
+  const healthPath = ((overrides.health as Record<string, unknown> | undefined)?.path as string | undefined) ?? DEFAULT_HEALTH_PATH;
   const started = await Promise.all(names.map((name) => startBackend(name, healthPath)));
   const backends = Object.fromEntries(started.map((b) => [b.name, b]));
   const regions = Object.fromEntries(
