@@ -25,9 +25,24 @@ export function compileConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env
         problems.push({ path: formatPath(issue.path), message: issue.message.replace(/^Invalid input: /, '') });
       }
     }
-    throw new ConfigError(problems, source);
+    throw new ConfigError(listenPaths(problems, withEnv), source);
   }
-  return buildConfig(parsed.data, source);
+  try {
+    return buildConfig(parsed.data, source);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(listenPaths(err.problems, withEnv), source);
+    throw err;
+  }
+}
+
+/**
+ * `listen` written as one object is read as a list of one: its problems are named as written (`listen.port`), not
+ * as `listen[0].port`.
+ */
+function listenPaths(problems: readonly ConfigProblem[], raw: unknown): ConfigProblem[] {
+  const listen = (raw as { listen?: unknown }).listen;
+  if (listen === null || typeof listen !== 'object' || Array.isArray(listen)) return [...problems];
+  return problems.map((p) => (p.path.startsWith('listen[0]') ? { ...p, path: `listen${p.path.slice('listen[0]'.length)}` } : p));
 }
 
 /** The config as a whole must be a mapping of sections; YAML reads an empty file (or only comments) as null. */
