@@ -2,6 +2,8 @@
 // tunnels, a dead local zone fails over to its sibling, and the CLI starts, greets and stops cleanly.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import http2 from 'node:http2';
+import type { TLSSocket } from 'node:tls';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +16,7 @@ describe('the demo topology behind Meridian', () => {
   let demo: Demo;
   let base: string;
   beforeAll(async () => {
-    demo = await startDemo({ listenPort: 0, adminPort: 0 });
+    demo = await startDemo({ listenPort: 0, adminPort: 0, httpsPort: 0 });
     base = `127.0.0.1:${demo.meridian.proxyAddress.port}`;
   });
   afterAll(() => demo?.stop());
@@ -29,7 +31,7 @@ describe('the demo topology behind Meridian', () => {
   it('echoes what Meridian forwarded', async () => {
     const res = await fetch(`http://${base}/v1/databases?limit=5`, { headers: { 'x-request-id': 'demo-echo-1' } });
     const expected = { region: 'us-east', zone: 'az-1', method: 'GET', path: '/v1/databases', query: { limit: '5' } };
-    expect(await res.json()).toEqual({ ...expected, clientIp: '127.0.0.1', requestId: 'demo-echo-1' });
+    expect(await res.json()).toEqual({ ...expected, clientIp: '127.0.0.1', proto: 'http', requestId: 'demo-echo-1' });
   });
 
   it('counts a chunked 4 MiB upload byte for byte', async () => {
@@ -48,11 +50,27 @@ describe('the demo topology behind Meridian', () => {
   it('tunnels realtime through Meridian to us-east/az-1', async () => {
     await expectRealtime(`ws://${base}/v1/realtime?project=demo&channels[]=files`, 'us-east', 'az-1');
   });
+
+  it('serves HTTPS and HTTP/2 with its self-signed localhost certificate, and tells the backend the scheme', async () => {
+    const https = demo.meridian.listenerAddresses.find((l) => l.protocol === 'https')!;
+    const session = http2.connect(`https://localhost:${https.port}`, { rejectUnauthorized: false });
+    try {
+      const stream = session.request({ ':path': '/v1/databases' });
+      const [headers] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+      let text = '';
+      for await (const chunk of stream) text += chunk;
+      expect([headers[':status'], headers['x-meridian-region'], session.alpnProtocol]).toEqual([200, 'us-east', 'h2']);
+      expect((session.socket as TLSSocket).getPeerCertificate().subjectaltname).toContain('DNS:localhost');
+      expect(JSON.parse(text)).toMatchObject({ region: 'us-east', path: '/v1/databases', proto: 'https' });
+    } finally {
+      session.close();
+    }
+  });
 });
 
 describe('a dead local zone', () => {
   it('sends the next request to the sibling zone us-east/az-3', async () => {
-    const demo = await startDemo({ listenPort: 0, adminPort: 0 });
+    const demo = await startDemo({ listenPort: 0, adminPort: 0, httpsPort: 0 });
     try {
       const url = `http://127.0.0.1:${demo.meridian.proxyAddress.port}/v1/health/version`;
       expect((await fetch(url)).headers.get('x-meridian-zone')).toBe('az-1');
@@ -78,8 +96,8 @@ describe('the meridian demo command', () => {
   }
 
   it('prints the banner, serves, and exits 0 on SIGTERM', async () => {
-    const [port, adminPort] = await freePorts(2);
-    const child = runCli({ MERIDIAN_DEMO_PORT: String(port), MERIDIAN_DEMO_ADMIN_PORT: String(adminPort) });
+    const [port, adminPort, httpsPort] = await freePorts(3);
+    const child = runCli({ MERIDIAN_DEMO_PORT: String(port), MERIDIAN_DEMO_ADMIN_PORT: String(adminPort), MERIDIAN_DEMO_HTTPS_PORT: String(httpsPort) });
     const exited = once(child, 'exit');
     try {
       const banner = new Promise<void>((resolve) => child.stdout!.on('data', () => child.out.includes('Ctrl-C stops') && resolve()));
@@ -87,6 +105,7 @@ describe('the meridian demo command', () => {
       expect(child.err).toBe('');
       expect(child.out).toContain(`curl -i localhost:${port}/v1/health/version`);
       expect(child.out).toContain(`curl localhost:${adminPort}/readyz`);
+      expect(child.out).toContain(`curl -k --http2 -i https://localhost:${httpsPort}/v1/health/version`);
       const res = await fetch(`http://127.0.0.1:${port}/v1/health/version`);
       expect(res.headers.get('x-meridian-zone')).toBe('az-1');
       child.kill('SIGTERM');
@@ -99,8 +118,8 @@ describe('the meridian demo command', () => {
 
   it('exits 1 with one line, not a stack trace, when its port is taken', async () => {
     const taken = await holdPort();
-    const [adminPort] = await freePorts(1);
-    const child = runCli({ MERIDIAN_DEMO_PORT: String(taken.port), MERIDIAN_DEMO_ADMIN_PORT: String(adminPort) });
+    const [adminPort, httpsPort] = await freePorts(2);
+    const child = runCli({ MERIDIAN_DEMO_PORT: String(taken.port), MERIDIAN_DEMO_ADMIN_PORT: String(adminPort), MERIDIAN_DEMO_HTTPS_PORT: String(httpsPort) });
     try {
       expect(await within(once(child, 'exit'), 10_000, 'exit')).toEqual([1, null]);
       const lines = child.err.trim().split('\n');

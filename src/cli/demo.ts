@@ -3,24 +3,28 @@
 import { ConfigError } from '../config/errors.ts';
 import { demoBanner } from '../demo/banner.ts';
 import { closeBackends, compileDemoConfig, startBackends } from '../demo/run.ts';
+import { makeDemoCertificate } from '../demo/certificate.ts';
 import type { DemoPorts } from '../demo/topology.ts';
 import { serve } from './start.ts';
 
 /** Ports for when 8080 or 9090 is taken (and for the CLI's own test). */
 export const DEMO_PORT_ENV = 'MERIDIAN_DEMO_PORT';
 export const DEMO_ADMIN_PORT_ENV = 'MERIDIAN_DEMO_ADMIN_PORT';
+export const DEMO_HTTPS_PORT_ENV = 'MERIDIAN_DEMO_HTTPS_PORT';
 
 export async function runDemo(): Promise<number> {
   let ports: DemoPorts;
   try {
-    ports = { listenPort: portFromEnv(DEMO_PORT_ENV), adminPort: portFromEnv(DEMO_ADMIN_PORT_ENV) };
+    ports = { listenPort: portFromEnv(DEMO_PORT_ENV), adminPort: portFromEnv(DEMO_ADMIN_PORT_ENV), httpsPort: portFromEnv(DEMO_HTTPS_PORT_ENV) };
   } catch (err) {
     console.error(`meridian demo: ${(err as Error).message}`);
     return 1;
   }
   const backends = await startBackends();
   try {
-    const config = compileDemoConfig(backends, ports);
+    const certificate = await makeDemoCertificate();
+    if (certificate === null) console.error('meridian demo: openssl was not found, so the demo serves plain HTTP only (install openssl for HTTPS and HTTP/2)');
+    const config = compileDemoConfig(backends, ports, certificate);
     // serve reports a taken port in one line and returns 1.
     return await serve(config, { onStarted: () => console.log(demoBanner(config)) });
   } catch (err) {

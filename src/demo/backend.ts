@@ -67,6 +67,7 @@ function answer(req: IncomingMessage, res: ServerResponse, region: string, zone:
     path: url.pathname,
     query: queryOf(url.searchParams),
     clientIp: req.headers['x-forwarded-for'] ?? null,
+    proto: req.headers['x-forwarded-proto'] ?? null,
     requestId: req.headers['x-request-id'] ?? null,
   });
 }

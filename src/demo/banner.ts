@@ -4,6 +4,7 @@ import { SEED_REGIONS } from './topology.ts';
 
 export function demoBanner(config: MeridianConfig): string {
   const proxy = `localhost:${config.listen[0].port}`;
+  const https = config.listen.find((l) => l.protocol === 'https');
   const admin = `localhost:${config.admin.port}`;
   const { self } = config.topology;
   const rows = config.topology.regions.map((region) => {
@@ -23,13 +24,14 @@ export function demoBanner(config: MeridianConfig): string {
     '',
     ...rows,
     '',
-    `  proxy  http://${proxy}    admin  http://${admin}`,
+    `  proxy  http://${proxy}${https === undefined ? '' : `    https://localhost:${https.port} (self-signed, HTTP/2)`}    admin  http://${admin}`,
     '',
     'Try:',
     `  curl -i ${proxy}/v1/health/version          # x-meridian-region/-zone tell who answered`,
     `  curl ${proxy}/v1/databases                  # the backend echoes what Meridian forwarded`,
     `  curl -X POST --data-binary @somefile ${proxy}/v1/storage/buckets/demo/files`,
     `  node -e "const w=new WebSocket('${ws}');w.onmessage=(e)=>console.log(e.data);w.onopen=()=>w.send('hi')"`,
+    ...(https === undefined ? [] : [`  curl -k --http2 -i https://localhost:${https.port}/v1/health/version   # TLS ends here; x-forwarded-proto: https upstream`]),
     `  curl ${admin}/readyz`,
     '',
     'Ctrl-C stops everything.',

@@ -3,6 +3,7 @@ import { compileConfig } from '../config/compile.ts';
 import type { MeridianConfig } from '../config/types.ts';
 import { startMeridian, type Meridian } from '../main.ts';
 import { startBackend, type DemoBackend } from './backend.ts';
+import { makeDemoCertificate, type DemoCertificate } from './certificate.ts';
 import { DEMO_ZONES, SEED_REGIONS, demoConfig, type DemoPorts } from './topology.ts';
 
 export interface Demo {
@@ -31,16 +32,16 @@ export async function closeBackends(backends: readonly DemoBackend[]): Promise<v
 }
 
 /** The demo config over running backends; env MERIDIAN_REGION / MERIDIAN_ZONE apply as for any config. */
-export function compileDemoConfig(backends: readonly DemoBackend[], ports: DemoPorts = {}): MeridianConfig {
+export function compileDemoConfig(backends: readonly DemoBackend[], ports: DemoPorts = {}, certificate: DemoCertificate | null = null): MeridianConfig {
   const origins: Record<string, Record<string, string>> = {};
   for (const b of backends) (origins[b.region] ??= {})[b.zone] = b.origin;
-  return compileConfig(demoConfig(origins, ports), process.env, 'demo');
+  return compileConfig(demoConfig(origins, ports, certificate), process.env, 'demo');
 }
 
 export async function startDemo(options: DemoPorts = {}): Promise<Demo> {
   const backends = await startBackends();
   try {
-    const config = compileDemoConfig(backends, options);
+    const config = compileDemoConfig(backends, options, await makeDemoCertificate());
     const meridian = await startMeridian(config);
     let stopping: Promise<void> | undefined;
     const stop = async (): Promise<void> => {

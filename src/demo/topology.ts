@@ -1,6 +1,7 @@
 // The demo's embedded config: four seed regions with real coordinates, zones az-1 and az-3 each,
 // every zone pointing at one loopback backend. compileConfig validates it like any config file.
 import type { ConfigInput } from '../config/schema.ts';
+import type { DemoCertificate } from './certificate.ts';
 import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, DEFAULT_LISTEN_PORT } from '../config/defaults.ts';
 
 export interface SeedRegion {
@@ -30,9 +31,15 @@ export interface DemoPorts {
   readonly listenPort?: number;
   /** Default 9090; 0 picks a free port (tests). */
   readonly adminPort?: number;
+  /** The HTTPS listener's port, default 8443; 0 picks a free port (tests). */
+  readonly httpsPort?: number;
 }
 
-export function demoConfig(origins: DemoOrigins, ports: DemoPorts = {}): ConfigInput {
+/** The demo's HTTPS port by default. */
+export const DEMO_HTTPS_PORT = 8443;
+
+/** With `certificate`, an HTTPS listener (HTTP/2 too) joins the plain one. */
+export function demoConfig(origins: DemoOrigins, ports: DemoPorts = {}, certificate: DemoCertificate | null = null): ConfigInput {
   const regions: ConfigInput['regions'] = {};
   for (const [name, seed] of Object.entries(SEED_REGIONS)) {
     const zones = Object.entries(origins[name] ?? {}).map(([zone, origin]) => [zone, { endpoints: [origin] }]);
@@ -40,7 +47,11 @@ export function demoConfig(origins: DemoOrigins, ports: DemoPorts = {}): ConfigI
   }
   return {
     self: { ...DEMO_SELF },
-    listen: { host: DEMO_LISTEN_HOST, port: ports.listenPort ?? DEFAULT_LISTEN_PORT },
+    listen: [
+      { host: DEMO_LISTEN_HOST, port: ports.listenPort ?? DEFAULT_LISTEN_PORT },
+      ...(certificate === null ? [] : [{ protocol: 'https' as const, host: DEMO_LISTEN_HOST, port: ports.httpsPort ?? DEMO_HTTPS_PORT }]),
+    ],
+    tls: { certificates: certificate === null ? [] : [certificate] },
     admin: { host: DEFAULT_ADMIN_HOST, port: ports.adminPort ?? DEFAULT_ADMIN_PORT },
     // Loopback stands in for a trusted load balancer, so `curl -H 'X-Forwarded-For: …'` plays any client.
     geo: { trustedProxies: ['127.0.0.0/8', '::1'] },
