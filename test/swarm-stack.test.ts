@@ -157,19 +157,23 @@ function stackChecks(load: () => Doc): void {
     }
   });
 
-  test('the proxy and probe listeners are published in host mode; the admin port is not published at all', () => {
+  test('HTTPS on 443, the redirect to it on 80 and the probe listener are published in host mode; the admin port is not published at all', () => {
     const stack = load();
     for (const [name, service] of meridianServices(stack)) {
       const config = compiledFor(stack, service);
       const ports = portsOf(service);
       const published = (target: number) => ports.filter((p) => p.target === target);
-      expect(published(config.listen[0].port), `${name}: proxy port ${config.listen[0].port}`).toEqual([
-        expect.objectContaining({ target: config.listen[0].port, published: 80, mode: 'host' }),
-      ]);
+      const https = config.listen.find((l) => l.protocol === 'https');
+      const redirect = config.listen.find((l) => l.protocol === 'redirect');
+      expect(https, `${name}: an https listener`).toBeDefined();
+      expect(published(https!.port), `${name}: https port ${https!.port}`).toEqual([expect.objectContaining({ target: https!.port, published: 443, mode: 'host' })]);
+      expect(published(redirect!.port), `${name}: redirect port ${redirect!.port}`).toEqual([expect.objectContaining({ target: redirect!.port, published: 80, mode: 'host' })]);
+      // Clients reach 443, not the container's port: the Location must say so.
+      expect(redirect!.redirect.httpsPort, `${name}: redirect.httpsPort`).toBe(443);
       expect(published(config.probe!.port), `${name}: probe port ${config.probe!.port}`).toEqual([
         expect.objectContaining({ target: config.probe!.port, published: config.probe!.port, mode: 'host' }),
       ]);
-      expect(LOOPBACK.test(config.listen[0].host) || LOOPBACK.test(config.probe!.host), `${name}: published listeners bind beyond loopback`).toBe(false);
+      for (const host of [https!.host, redirect!.host, config.probe!.host]) expect(LOOPBACK.test(host), `${name}: published listeners bind beyond loopback`).toBe(false);
       expect(published(config.admin.port), `${name}: admin port ${config.admin.port} must not be published`).toEqual([]);
       // Anything published goes around the ingress mesh, which would hide the client's address.
       for (const port of ports) expect(port.mode, `${name}: port ${port.target}`).toBe('host');
@@ -200,6 +204,23 @@ function stackChecks(load: () => Doc): void {
       const { shutdown } = compiledFor(stack, service);
       expect(service.stop_grace_period, name).toBeDefined();
       expect(durationMs(service.stop_grace_period), name).toBeGreaterThan(shutdown.drainDelay + shutdown.drainTimeout);
+    }
+  });
+
+  test('every Meridian reads its certificate and key from Swarm secrets that the stack declares and never holds', () => {
+    const stack = load();
+    for (const [name, service] of meridianServices(stack)) {
+      const { tls } = compiledFor(stack, service);
+      const mounted = mountsOf(service.secrets, '/run/secrets');
+      expect(tls.certificates.length, `${name}: tls.certificates`).toBeGreaterThan(0);
+      for (const pair of tls.certificates) {
+        for (const file of [pair.cert, pair.key]) {
+          const secret = mounted.find((m) => m.target === file);
+          expect(secret, `${name}: ${file} is a mounted secret`).toBeDefined();
+          // External: created with `docker secret create`, so no key material sits in this repository.
+          expect(stack.secrets?.[secret!.source]?.external, `top-level secrets.${secret!.source} is external`).toBe(true);
+        }
+      }
     }
   });
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `npm test` runs this first: the tests drive real Debian programs (Chromium for the dashboard, Prometheus and
-# promtool for the metrics). As root on Debian it installs whatever is missing; anywhere else it names what to
+# promtool for the metrics, openssl to make certificates, HAProxy to send the PROXY protocol). As root on Debian it installs whatever is missing; anywhere else it names what to
 # install and stops, rather than letting those tests fail one by one.
 set -euo pipefail
 need=()
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[[ -x /usr/sbin/haproxy ]] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 ((${#need[@]} == 0)) && exit 0
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
   echo "pretest: installing ${need[*]} from Debian's packages (the tests drive them for real)" >&2
