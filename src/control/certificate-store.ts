@@ -35,7 +35,7 @@ const TICKET_KEY_BYTES = 48;
 const sameFiles = (a: CertificateFiles | undefined, b: CertificateFiles): boolean => a?.cert === b.cert && a.key === b.key;
 
 /** Reads a pair and checks it; an unreadable file is a CertificateError naming it like any other fault. */
-async function readPair(files: CertificateFiles): Promise<CheckedCertificate> {
+export async function readPair(files: CertificateFiles): Promise<CheckedCertificate> {
   const read = (file: string): Promise<string> =>
     readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
       // The message repeats the path after a comma ("ENOENT: no such file or directory, open '/x'"); the error names it once.
