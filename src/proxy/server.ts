@@ -55,8 +55,12 @@ export class ProxyServer {
     }
     plane.traffic.exchangeStarted();
     const startedAt = performance.now();
-    // While draining, tell keep-alive clients to reconnect elsewhere after this response.
-    if (plane.traffic.draining) res.shouldKeepAlive = false;
+    // While draining, tell keep-alive clients to reconnect elsewhere after this response; an HTTP/2 client gets
+    // GOAWAY, which lets its open streams finish.
+    if (plane.traffic.draining) {
+      res.shouldKeepAlive = false;
+      if (http2) (res as unknown as MeridianH2Response).stream.session?.close();
+    }
     // Before anything reads Host: an absolute-form target supplies it.
     const target = settleTarget(req);
     const exchange = new Exchange(plane, req, res, peerAddress(req.socket), requestIdOf(req), startedAt);
