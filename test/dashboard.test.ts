@@ -1,9 +1,11 @@
 // The dashboard in a real headless Chromium against the demo topology: a world map with land, the regions, where
 // real clients come from and which region serves them, every zone with this instance highlighted, a zone going
-// down followed by polling /status, and no console or page errors.
+// down followed by polling /status, and no console or page errors. Then an instance with an HTTPS listener: its
+// certificates with their expiry, the one close to it flagged, and its listeners.
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -14,7 +16,8 @@ import { DEMO_ZONES, SEED_REGIONS, demoConfig, type DemoOrigins } from '../src/d
 import type { DemoBackend } from '../src/demo/backend.ts';
 import { DBIP_CREDIT } from '../src/admin/status.ts';
 import { project } from '../src/admin/world-map.ts';
-import { send } from './support/harness.ts';
+import { send, startProxy, startUpstream } from './support/harness.ts';
+import { makeCa, makeCertificate } from './support/certs.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'];
@@ -160,6 +163,9 @@ test('renders the four regions, eight zones and this instance, and shows a kille
   expect(await page.locator('#self').textContent()).toBe('us-east / az-1');
   expect(await page.locator('#ready').textContent()).toBe('ready');
   expect(await page.locator('#credit').textContent()).toBe(DBIP_CREDIT);
+  // The demo listens on plain HTTP only.
+  expect(await page.locator('#listeners tr[data-listener]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-listener')))).toEqual(['http']);
+  expect(await page.locator('#certificates').textContent()).toBe('none: no HTTPS listener');
 
   const killed = backends.find((b) => b.region === 'eu-north' && b.zone === 'az-3')!;
   await killed.close();
@@ -172,4 +178,62 @@ test('renders the four regions, eight zones and this instance, and shows a kille
   await page.screenshot({ path: join(SCREENSHOTS, 'dashboard.png'), fullPage: true });
   await page.close();
   expect(errors).toEqual([]);
+});
+
+test('lists each certificate with its names and expiry, flags the one with under 14 days left, and lists the listeners', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'meridian-dashboard-certs-'));
+  const ca = makeCa(dir);
+  const soon = makeCertificate(dir, { names: ['soon.example.test', '*.soon.example.test'], ca, days: 5 });
+  const later = makeCertificate(dir, { names: ['later.example.test'], ca, days: 30 });
+  const upstream = await startUpstream((_req, res) => res.end('ok'));
+  const proxy = await startProxy([upstream.origin], {
+    listen: [
+      { protocol: 'https', host: '127.0.0.1', port: 0 },
+      { name: 'lb', host: '127.0.0.1', port: 0, proxyProtocol: { trusted: ['192.0.2.0/24'] } },
+    ],
+    tls: { certificates: [{ cert: soon.certFile, key: soon.keyFile }, { cert: later.certFile, key: later.keyFile }] },
+  });
+  try {
+    const page = await browser!.newPage({ viewport: { width: 1440, height: 1000 } });
+    const errors = watchErrors(page);
+    await page.goto(`http://127.0.0.1:${proxy.adminPort}/`);
+    await page.waitForSelector('#certificates tr[data-certificate]', { timeout: 10_000 });
+
+    const rows = await page.locator('#certificates tr[data-certificate]').evaluateAll((trs) =>
+      trs.map((tr) => ({
+        label: tr.getAttribute('data-certificate'),
+        expiry: tr.getAttribute('data-expiry'),
+        cells: [...tr.querySelectorAll('td')].map((td) => td.textContent),
+        pill: tr.querySelector('.pill')?.getAttribute('class'),
+      })),
+    );
+    // Whole days left, as /status counts them; the expiry shown in UTC to the minute.
+    const shown = (made: { cert: string }): { expires: string; days: number } => {
+      const notAfter = Date.parse(new X509Certificate(made.cert).validTo);
+      return { expires: new Date(notAfter).toISOString().slice(0, 16).replace('T', ' '), days: Math.floor((notAfter - Date.now()) / 86_400_000) };
+    };
+    expect(shown(soon).days).toBe(4);
+    expect(rows).toEqual([
+      { label: 'soon.example.test', expiry: 'warn', cells: ['soon.example.test', 'soon.example.test, *.soon.example.test', shown(soon).expires, '\u26A0 4 days'], pill: 'pill warn' },
+      { label: 'later.example.test', expiry: 'ok', cells: ['later.example.test', 'later.example.test', shown(later).expires, `${shown(later).days} days`], pill: 'pill ok' },
+    ]);
+    // Flagged in colour, not only in text: the pill of the expiring certificate is drawn in the warning colour.
+    const colour = (label: string): Promise<string> => page.locator(`#certificates tr[data-certificate="${label}"] .pill`).evaluate((el) => getComputedStyle(el).color);
+    expect(await colour('soon.example.test')).not.toBe(await colour('later.example.test'));
+
+    const listeners = await page.locator('#listeners tr[data-listener]').evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
+    expect(listeners).toEqual([
+      ['https', 'https', '127.0.0.1:0', '–', 'h2'],
+      ['lb', 'http', '127.0.0.1:0', 'required', '–'],
+    ]);
+
+    await mkdir(SCREENSHOTS, { recursive: true });
+    await page.locator('#certificates').screenshot({ path: join(SCREENSHOTS, 'certificates.png') });
+    await page.close();
+    expect(errors).toEqual([]);
+  } finally {
+    await proxy.shutdown();
+    await upstream.close();
+    await rm(dir, { recursive: true, force: true });
+  }
 });

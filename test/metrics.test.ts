@@ -1,12 +1,17 @@
 // Metrics count exactly what Meridian served: exact traffic through real upstreams, then a scrape whose counters,
 // histogram counts, health gauges and geo lookups must match it to the request. The traffic summary for the
-// dashboard sees the same traffic.
+// dashboard sees the same traffic. The edge series (TLS, certificates, protocols) appear only where they apply
+// (test/tls-metrics.test.ts counts them against real handshakes).
 import { afterEach, describe, expect, test } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import type { ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { compileConfig } from '../src/config/compile.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
-import { wantsOpenMetrics } from '../src/observe/metrics.ts';
+import { certificateLabels, wantsOpenMetrics } from '../src/observe/metrics.ts';
+import { makeCa, makeCertificate } from './support/certs.ts';
 import { BOOT_PROBE_ONLY, deadPort, rawExchange, parseRawResponse, send, startProxy, startUpstream, until, type RunningProxy, type Upstream } from './support/harness.ts';
 
 const LONDON = '81.2.69.142';
@@ -205,6 +210,43 @@ describe('counters', () => {
     expect(series(samples, 'meridian_upstream_response_seconds_count', ['region'])).toEqual({});
     expect(series(samples, 'meridian_request_duration_seconds_count', ['region'])).toEqual({ 'region=local': 5 });
     expect(proxy.meridian.runtime.summary.snapshot().zones).toMatchObject([{ region: 'local', zone: 'az-1', requests: 5, errors: 5 }]);
+  });
+});
+
+describe('edge series', () => {
+  test('two certificates for one name, RSA and ECDSA, get distinct expiry series, the later one labelled " (2)"', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'meridian-metrics-certs-'));
+    const ca = makeCa(dir);
+    const ecdsa = makeCertificate(dir, { names: ['api.example.test'], ca, days: 20 });
+    const rsa = makeCertificate(dir, { names: ['api.example.test'], ca, key: 'rsa', days: 10 });
+    const ok = await upstream((_req, res) => res.end('ok'));
+    const proxy = await startProxy([ok.origin], {
+      listen: [{ protocol: 'https', host: '127.0.0.1', port: 0 }],
+      tls: { certificates: [{ cert: ecdsa.certFile, key: ecdsa.keyFile }, { cert: rsa.certFile, key: rsa.keyFile }] },
+    });
+    // The files go once Meridian no longer watches them.
+    stops.push(() => proxy.shutdown().then(() => rm(dir, { recursive: true, force: true })));
+    const [first, second] = proxy.meridian.runtime.certificates();
+    expect(series(await scrape(proxy.meridian), 'meridian_tls_certificate_expiry_timestamp_seconds', ['certificate'])).toEqual({
+      'certificate=api.example.test': first.notAfter / 1000,
+      'certificate=api.example.test (2)': second.notAfter / 1000,
+    });
+    expect(second.notAfter).toBeLessThan(first.notAfter);
+  });
+
+  test('certificate labels stay unique however the names repeat', () => {
+    expect(certificateLabels([{ label: 'a' }, { label: 'b' }, { label: 'a' }, { label: 'a (2)' }, { label: 'a' }])).toEqual(['a', 'b', 'a (2)', 'a (2) (2)', 'a (3)']);
+  });
+
+  test('a plain HTTP instance has no TLS series, and its requests count as http/1.1', async () => {
+    const ok = await upstream((_req, res) => res.end('ok'));
+    const proxy = await startProxy([ok.origin]);
+    stops.push(() => proxy.shutdown());
+    for (let i = 0; i < 4; i++) expect((await send(proxy.port)).status).toBe(200);
+    const samples = await scrape(proxy.meridian);
+    expect(series(samples, 'meridian_http_requests_by_protocol_total', ['protocol'])).toEqual({ 'protocol=http/1.1': 4, 'protocol=h2': 0 });
+    const names = new Set(samples.map((s) => s.name));
+    for (const name of ['meridian_tls_handshakes_total', 'meridian_proxy_protocol_refused_total', 'meridian_tls_certificate_expiry_timestamp_seconds']) expect(names.has(name), name).toBe(false);
   });
 });
 

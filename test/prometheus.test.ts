@@ -1,5 +1,6 @@
 // Meridian's exposition and the files in deploy/prometheus pass promtool, and a real Prometheus server scrapes a
-// test Meridian over its admin port: the series arrive, the alert rules evaluate, and every dashboard query runs.
+// test Meridian over its admin port: the series arrive, the alert rules evaluate (the certificate expiry rule matches
+// a real certificate's series), and every dashboard query runs.
 import { afterEach, describe, expect, test } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -8,7 +9,8 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deadPort, send, startProxy, startUpstream, until, type RunningProxy, type Upstream } from './support/harness.ts';
+import { deadPort, send, startProxy, startUpstream, until, type Overrides, type RunningProxy, type Upstream } from './support/harness.ts';
+import { makeCa, makeCertificate } from './support/certs.ts';
 
 const DEPLOY = fileURLToPath(new URL('../deploy/', import.meta.url));
 const ALERTS = join(DEPLOY, 'prometheus/alerts.yml');
@@ -39,20 +41,52 @@ async function upstream(handler: Parameters<typeof startUpstream>[0]): Promise<U
   return started;
 }
 
+/**
+ * Listeners with every edge series: plain HTTP (where the requests go), HTTPS serving an ECDSA and an RSA certificate
+ * for one name (two expiry series) and another name's certificate that expires in 5 days, and a PROXY protocol listener.
+ */
+async function edgeListeners(): Promise<Overrides> {
+  const dir = await mkdtemp(join(tmpdir(), 'meridian-prometheus-certs-'));
+  // Cleanups run in reverse: the files go after Meridian has stopped watching them.
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const ca = makeCa(dir);
+  const pairs = [
+    makeCertificate(dir, { names: ['api.example.test'], ca }),
+    makeCertificate(dir, { names: ['api.example.test'], ca, key: 'rsa' }),
+    makeCertificate(dir, { names: ['soon.example.test'], ca, days: 5 }),
+  ];
+  return {
+    listen: [
+      { host: '127.0.0.1', port: 0 },
+      { protocol: 'https', host: '127.0.0.1', port: 0 },
+      { name: 'lb', host: '127.0.0.1', port: 0, proxyProtocol: { trusted: ['192.0.2.0/24'] } },
+    ],
+    tls: { certificates: pairs.map((pair) => ({ cert: pair.certFile, key: pair.keyFile })) },
+  };
+}
+
 /** Meridian whose first candidate refuses connections, so each request fails over once (never ejected here). */
-async function meridianWithTraffic(requests: number): Promise<RunningProxy> {
+async function meridianWithTraffic(requests: number, listeners: Overrides = {}): Promise<RunningProxy> {
   const ok = await upstream((req, res) => res.writeHead(req.url === '/missing' ? 404 : 200).end('ok'));
-  const proxy = await startProxy([`http://127.0.0.1:${await deadPort()}`, ok.origin], { outlierDetection: { consecutiveFailures: 1_000 } });
+  const proxy = await startProxy([`http://127.0.0.1:${await deadPort()}`, ok.origin], { outlierDetection: { consecutiveFailures: 1_000 }, ...listeners });
   cleanups.push(() => proxy.shutdown());
   for (let i = 0; i < requests; i++) expect((await send(proxy.port, { path: i === 0 ? '/missing' : '/' })).status).toBe(i === 0 ? 404 : 200);
   return proxy;
 }
 
 describe('promtool', () => {
-  test('check metrics passes on the scraped exposition', async () => {
-    const proxy = await meridianWithTraffic(4);
+  test('check metrics passes on the scraped exposition, edge series included', async () => {
+    const proxy = await meridianWithTraffic(4, await edgeListeners());
     const { body } = await proxy.meridian.runtime.metrics.scrape();
     expect(body).toContain('meridian_failovers_total{from_region="local",to_region="fallback-1"}');
+    for (const series of [
+      'meridian_tls_handshakes_total{listener="https",result="resumed"} 0',
+      'meridian_proxy_protocol_refused_total{listener="lb"} 0',
+      'meridian_tls_certificate_expiry_timestamp_seconds{certificate="api.example.test (2)"}',
+      'meridian_http_requests_by_protocol_total{protocol="http/1.1"} 4',
+    ]) {
+      expect(body).toContain(series);
+    }
     const result = promtool(['check', 'metrics'], body);
     expect(result.output).toBe('');
     expect(result.status).toBe(0);
@@ -141,7 +175,7 @@ async function startPrometheus(adminPort: number): Promise<RunningPrometheus> {
 
 describe('a real Prometheus server', () => {
   test('scrapes Meridian, stores meridian_requests_total, evaluates the alert rules and runs the dashboard queries', { timeout: 90_000 }, async () => {
-    const proxy = await meridianWithTraffic(6);
+    const proxy = await meridianWithTraffic(6, await edgeListeners());
     const prometheus = await startPrometheus(proxy.adminPort);
 
     const stored = await until(
@@ -172,7 +206,19 @@ describe('a real Prometheus server', () => {
       200,
     );
     expect(rules.filter((r) => r.health !== 'ok').map((r) => `${r.name}: ${r.lastError}`)).toEqual([]);
-    expect(rules).toHaveLength(7);
+    expect(rules).toHaveLength(8);
+    // The certificate made for 5 days matches the expiry rule at once, and waits out its `for` as pending.
+    const expiring = await until(
+      async () => {
+        const answer = (await (await fetch(`${prometheus.url}/api/v1/alerts`)).json()) as { data: { alerts: { labels: Record<string, string>; state: string }[] } };
+        const alerts = answer.data.alerts.filter((a) => a.labels.alertname === 'MeridianCertificateExpiresSoon');
+        return alerts.length > 0 ? alerts : undefined;
+      },
+      'the certificate expiry alert',
+      PROMETHEUS_DEADLINE_MS,
+      200,
+    );
+    expect(expiring.map((a) => [a.labels.certificate, a.state])).toEqual([['soon.example.test', 'pending']]);
 
     const dashboard = JSON.parse(await readFile(DASHBOARD, 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
     const queries = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));

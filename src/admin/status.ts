@@ -1,10 +1,11 @@
-// `GET /status`: one JSON picture of this instance (topology with live health and load, geo databases, traffic),
-// read from the runtime at request time. The dashboard renders exactly this.
+// `GET /status`: one JSON picture of this instance (topology with live health and load, geo databases, traffic,
+// listeners and certificates), read from the runtime at request time. The dashboard renders exactly this.
 import type { MeridianRuntime } from '../main.ts';
 import { DEFAULT_GEO_DATABASES, type GeoOutcome } from '../geo/locator.ts';
 import type { TrafficSummary } from '../observe/summary.ts';
 import { MERIDIAN_VERSION } from '../version.ts';
 import { STAT } from '../observe/thread-stats.ts';
+import { certificateLabels } from '../observe/metrics.ts';
 
 /** DB-IP Lite's licence asks for this attribution wherever its data is shown or used. */
 export const DBIP_CREDIT = 'IP geolocation by DB-IP (db-ip.com), CC BY 4.0';
@@ -48,6 +49,30 @@ export interface GeoDatabaseStatus {
   readonly bundled: boolean;
 }
 
+export interface ListenerStatus {
+  readonly name: string;
+  readonly protocol: 'http' | 'https' | 'redirect';
+  readonly host: string;
+  /** As configured: 0 when the system picked the port. */
+  readonly port: number;
+  /** Whether connections must open with a PROXY protocol header (the trusted peers are not shown). */
+  readonly proxyProtocol: boolean;
+  /** Whether HTTP/2 is offered: HTTPS listeners only, through ALPN. */
+  readonly http2: boolean;
+}
+
+/** A certificate the HTTPS listeners serve; never its key, and not its key file's contents. */
+export interface CertificateStatus {
+  /** Its first DNS name, made unique as the `certificate` label of meridian_tls_certificate_expiry_timestamp_seconds is. */
+  readonly label: string;
+  readonly names: readonly string[];
+  readonly notAfter: string;
+  /** Whole days until notAfter, rounded down: 13 means under 14 days left; negative once expired. */
+  readonly daysLeft: number;
+  readonly fingerprint: string;
+  readonly certFile: string;
+}
+
 export interface StatusReport {
   readonly self: { readonly region: string; readonly zone: string };
   readonly version: { readonly meridian: string; readonly config: number };
@@ -71,8 +96,14 @@ export interface StatusReport {
   readonly traffic: { readonly inflight: number; readonly connections: number; readonly websockets: number };
   /** Where the data plane runs (`in-process` or `workers`), workers replaced since start, and each thread's counts. */
   readonly workers: ReturnType<MeridianRuntime['workers']>;
+  /** In config order. */
+  readonly listeners: readonly ListenerStatus[];
+  /** The certificates serving now, in config order; empty without an HTTPS listener. */
+  readonly certificates: readonly CertificateStatus[];
   readonly summary: TrafficSummary;
 }
+
+const DAY_MS = 86_400_000;
 
 const BUNDLED: ReadonlySet<string> = new Set(DEFAULT_GEO_DATABASES);
 
@@ -116,6 +147,21 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
   }));
   const { traffic } = runtime;
   const workers = runtime.workers();
+  const listeners = config.listen.map(
+    (l): ListenerStatus => ({ name: l.name, protocol: l.protocol, host: l.host, port: l.port, proxyProtocol: l.proxyProtocol !== null, http2: l.protocol === 'https' && l.http2 }),
+  );
+  const served = runtime.certificates();
+  const labels = certificateLabels(served);
+  const certificates = served.map(
+    (c, i): CertificateStatus => ({
+      label: labels[i],
+      names: c.names,
+      notAfter: iso(c.notAfter),
+      daysLeft: Math.floor((c.notAfter - now) / DAY_MS),
+      fingerprint: c.fingerprint,
+      certFile: c.certFile,
+    }),
+  );
   return {
     self: { region: self.region, zone: self.zone },
     version: { meridian: MERIDIAN_VERSION, config: runtime.configVersion() },
@@ -135,6 +181,8 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
     uploadPins: { ttlMs: uploadPins.ttlMs, maxEntries: uploadPins.maxEntries, ...uploadPins.entries },
     traffic: { inflight: traffic.inflight, connections: runtime.stats.total(STAT.connections), websockets: runtime.stats.total(STAT.websockets) },
     workers,
+    listeners,
+    certificates,
     summary: runtime.summary.snapshot(),
   };
 }

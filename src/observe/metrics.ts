@@ -14,6 +14,7 @@ import { CHECK_RESULTS, CODES, METHODS, RETRY_REASONS, endpointLabels } from './
 import type { TrafficCatalog, TrafficTables } from './traffic-tables.ts';
 import { ZoneHistogram } from './zone-histogram.ts';
 import { STAT } from './thread-stats.ts';
+import { LISTENER_STAT } from './listener-stats.ts';
 
 export const REQUESTS_TOTAL = 'meridian_requests_total';
 export const REQUEST_DURATION_SECONDS = 'meridian_request_duration_seconds';
@@ -30,6 +31,10 @@ export const GEO_DATABASE_BUILD_TIMESTAMP_SECONDS = 'meridian_geo_database_build
 export const CONFIG_RELOADS_TOTAL = 'meridian_config_reloads_total';
 export const WORKER_RESTARTS_TOTAL = 'meridian_worker_restarts_total';
 export const UPLOAD_CHUNK_RETRIES_TOTAL = 'meridian_upload_chunk_retries_total';
+export const TLS_HANDSHAKES_TOTAL = 'meridian_tls_handshakes_total';
+export const PROXY_PROTOCOL_REFUSED_TOTAL = 'meridian_proxy_protocol_refused_total';
+export const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS = 'meridian_tls_certificate_expiry_timestamp_seconds';
+export const HTTP_REQUESTS_BY_PROTOCOL_TOTAL = 'meridian_http_requests_by_protocol_total';
 
 /**
  * prom-client's gauges that end in `_total`, which `promtool check metrics` rejects; each is the sum of a labelled
@@ -37,9 +42,42 @@ export const UPLOAD_CHUNK_RETRIES_TOTAL = 'meridian_upload_chunk_retries_total';
  */
 const DEFAULT_METRICS_DROPPED = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 const GEO_OUTCOMES: readonly GeoOutcome[] = ['hit', 'miss', 'private', 'error'];
+const HANDSHAKE_RESULTS = [
+  ['new', LISTENER_STAT.tlsNew],
+  ['resumed', LISTENER_STAT.tlsResumed],
+  ['failed', LISTENER_STAT.tlsFailed],
+] as const;
 
-/** What the exporter reads from the runtime at scrape time. */
-export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health'>;
+/**
+ * What the exporter reads from the runtime at scrape time. `listenerStats` and `certificates` are read only when a
+ * listener speaks HTTPS or takes the PROXY protocol.
+ */
+export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health' | 'listenerStats' | 'certificates'>;
+
+/**
+ * The `certificate` label of each certificate, in order: its own label, and for a later one that shares it (an RSA
+ * and an ECDSA pair for one name, say) the label with ` (2)`, ` (3)`… appended, so every series stays distinct.
+ */
+export function certificateLabels(certificates: readonly { readonly label: string }[]): string[] {
+  const taken = new Set<string>();
+  return certificates.map(({ label }) => {
+    let unique = label;
+    for (let n = 2; taken.has(unique); n++) unique = `${label} (${n})`;
+    taken.add(unique);
+    return unique;
+  });
+}
+
+/**
+ * Brings one series of `counter` up to `total`, a count kept elsewhere that only grows; `exported[at]` is what the
+ * series has shown. A total read a moment early (a thread between two stores) is caught up by the next scrape.
+ */
+function catchUp<T extends string>(counter: Counter<T>, labels: Partial<Record<T, string>>, total: number, exported: number[], at: number): void {
+  const delta = total - exported[at];
+  if (delta <= 0) return;
+  counter.inc(labels, delta);
+  exported[at] = total;
+}
 
 export interface Scrape {
   readonly contentType: string;
@@ -209,6 +247,7 @@ class PrometheusExporter implements MetricsExporter {
       },
     });
     this.#workerRestarts = new Counter({ name: WORKER_RESTARTS_TOTAL, help: 'Data-plane worker threads replaced after they crashed or stopped answering.', registers });
+    this.#edgeMetrics(registers);
 
     this.#counterNames = this.#registry
       .getMetricsAsArray()
@@ -220,6 +259,78 @@ class PrometheusExporter implements MetricsExporter {
       [healthChange.name as string, this.#onHealthChange],
     ];
     for (const [name, listener] of this.#subscriptions) diagnostics.subscribe(name, listener);
+  }
+
+  /**
+   * TLS and PROXY protocol counts per listener, certificate expiry, and requests by HTTP version. The listeners are
+   * the ones bound at start: `listen` is restart-only, and a reload that changes it (pending a restart) must not
+   * rename or re-index what the bound listeners count.
+   */
+  #edgeMetrics(registers: Registry<RegistryContentType>[]): void {
+    const runtime = this.#runtime;
+    const listeners = runtime.plane().config.listen.map((settings, index) => ({ settings, index }));
+    const https = listeners.filter(({ settings }) => settings.protocol === 'https');
+    const proxied = listeners.filter(({ settings }) => settings.proxyProtocol !== null);
+
+    const handshakesExported = new Array<number>(https.length * HANDSHAKE_RESULTS.length).fill(0);
+    const handshakes = new Counter({
+      name: TLS_HANDSHAKES_TOTAL,
+      help: 'TLS handshakes on each HTTPS listener: full handshakes (new), sessions resumed from a ticket or session id (resumed), and handshakes that failed or timed out (failed).',
+      labelNames: ['listener', 'result'],
+      registers,
+      collect() {
+        https.forEach(({ settings, index }, i) => {
+          HANDSHAKE_RESULTS.forEach(([result, stat], r) => {
+            catchUp(this, { listener: settings.name, result }, runtime.listenerStats.total(index, stat), handshakesExported, i * HANDSHAKE_RESULTS.length + r);
+          });
+        });
+      },
+    });
+    for (const { settings } of https) for (const [result] of HANDSHAKE_RESULTS) handshakes.inc({ listener: settings.name, result }, 0);
+
+    const refusedExported = new Array<number>(proxied.length).fill(0);
+    const refused = new Counter({
+      name: PROXY_PROTOCOL_REFUSED_TOTAL,
+      help: 'Connections a PROXY protocol listener closed at accept: a peer outside proxyProtocol.trusted, or a missing, malformed or late PROXY header.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        proxied.forEach(({ settings, index }, i) => catchUp(this, { listener: settings.name }, runtime.listenerStats.total(index, LISTENER_STAT.proxyRefused), refusedExported, i));
+      },
+    });
+    for (const { settings } of proxied) refused.inc({ listener: settings.name }, 0);
+
+    new Gauge({
+      name: TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+      help: 'When each certificate the HTTPS listeners serve expires (its notAfter), by its first DNS name; a name shared by two certificates gets " (2)" on the later one.',
+      labelNames: ['certificate'],
+      registers,
+      collect() {
+        this.reset();
+        // The store exists only when a listener speaks HTTPS; a certificate replaced on disk shows from the next scrape.
+        if (https.length === 0) return;
+        const certificates = runtime.certificates();
+        certificateLabels(certificates).forEach((certificate, i) => this.set({ certificate }, certificates[i].notAfter / 1000));
+      },
+    });
+
+    const protocolsExported = [0, 0];
+    const byProtocol = new Counter({
+      name: HTTP_REQUESTS_BY_PROTOCOL_TOTAL,
+      help: 'Downstream requests by HTTP version: h2, or http/1.1 (HTTP/1.0 and 1.1, WebSocket upgrades included).',
+      labelNames: ['protocol'],
+      registers,
+      collect() {
+        // All requests first: a thread counts an HTTP/2 request as HTTP/2 just before it counts it among all, so
+        // HTTP/2 read after all can only be ahead, and http/1.1 read short by a few (until the next scrape), never over.
+        const all = runtime.stats.total(STAT.requests);
+        const http2 = runtime.stats.total(STAT.http2Requests);
+        catchUp(this, { protocol: 'h2' }, http2, protocolsExported, 0);
+        catchUp(this, { protocol: 'http/1.1' }, all - http2, protocolsExported, 1);
+      },
+    });
+    byProtocol.inc({ protocol: 'http/1.1' }, 0);
+    byProtocol.inc({ protocol: 'h2' }, 0);
   }
 
   scrape(accept?: string): Promise<Scrape> {
