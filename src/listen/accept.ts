@@ -14,7 +14,7 @@ type ProxiedSocket = Socket & { [PROXIED_PEER]?: string | null };
  * connection handling, and the proxy's connection count): the listeners registered so far run once the header is
  * read, with the bytes that came after it handed back. `refused` is told of each connection closed here.
  */
-export function requireProxyHeader(server: NetServer, trusted: CidrSet, timeoutMs: () => number, tlsFollows: boolean, refused: () => void): void {
+export function requireProxyHeader(server: NetServer, trusted: CidrSet, timeoutMs: () => number, tlsFollows: boolean, refused: () => void, handedOver: (socket: Socket) => void): void {
   const listeners = server.listeners('connection') as ConnectionListener[];
   server.removeAllListeners('connection');
   server.on('connection', (socket: Socket) => {
@@ -31,6 +31,7 @@ export function requireProxyHeader(server: NetServer, trusted: CidrSet, timeoutM
         return;
       }
       if (outcome.peer !== null) (socket as ProxiedSocket)[PROXIED_PEER] = outcome.peer;
+      handedOver(socket);
       handOver(server, socket, listeners, outcome.rest, tlsFollows);
     });
   });
@@ -48,9 +49,16 @@ function handOver(server: NetServer, socket: Socket, listeners: readonly Connect
   socket.resume();
 }
 
+/**
+ * The TCP socket a server-side TLS socket wraps. node keeps it as `_parent`, its only link back; the TLS and PROXY
+ * protocol tests fail if a node release drops it.
+ */
+export function tcpSocketOf(tlsSocket: Socket): Socket | null {
+  return (tlsSocket as Socket & { _parent?: Socket | null })._parent ?? null;
+}
+
 /** Through TLS: the client a PROXY header named, read from the TCP socket the TLS socket wraps. */
 export function adoptProxiedPeer(tlsSocket: Socket): void {
-  const raw = (tlsSocket as Socket & { _parent?: ProxiedSocket | null })._parent;
-  const peer = raw?.[PROXIED_PEER];
+  const peer = (tcpSocketOf(tlsSocket) as ProxiedSocket | null)?.[PROXIED_PEER];
   if (peer !== undefined) (tlsSocket as ProxiedSocket)[PROXIED_PEER] = peer;
 }

@@ -5,7 +5,7 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Http2Server, ServerHttp2Session } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { ListenerSettings, Timeouts } from '../config/types.ts';
 import type { DataPlane } from '../proxy/plane.ts';
 import { serverOptions, type ProxyServer } from '../proxy/server.ts';
@@ -14,7 +14,7 @@ import { LISTENER_STAT, listenerSlot } from '../observe/listener-stats.ts';
 import { TLS_SERVER_OPTIONS, TlsContexts } from './tls.ts';
 import { createHttp2Server } from './http2.ts';
 import { redirectHandler } from './redirect.ts';
-import { adoptProxiedPeer, requireProxyHeader } from './accept.ts';
+import { adoptProxiedPeer, requireProxyHeader, tcpSocketOf } from './accept.ts';
 
 /** Where a listener accepts, as `start` reports it. */
 export interface ListenerAddress {
@@ -37,6 +37,11 @@ export class Listeners {
   /** This thread's row of the per-listener stats. */
   readonly #stats: Float64Array;
   readonly #sessions = new Set<ServerHttp2Session>();
+  /**
+   * TCP connections still owing their PROXY header or TLS handshake: no HTTP server knows them yet, so shutdown
+   * cuts them itself rather than wait out `timeouts.handshake` (they carry no request).
+   */
+  readonly #accepting = new Set<Socket>();
   #tls: TlsContexts | null = null;
   #timeouts: Timeouts;
 
@@ -99,6 +104,7 @@ export class Listeners {
     const traffic = this.#proxy.plane.traffic;
     traffic.draining = true;
     const closed = Promise.all(this.#bound.map(({ server }) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))));
+    for (const socket of this.#accepting) socket.destroy();
     for (const { server } of this.#bound) server.closeIdleConnections();
     for (const session of this.#sessions) session.close();
     // Over the same window, not after it: shutdown stays within drainTimeout however long the exchanges take.
@@ -141,13 +147,27 @@ export class Listeners {
       }
     }
     applyTimeouts(server, this.#timeouts);
+    const https = settings.protocol === 'https';
     if (settings.proxyProtocol !== null) {
       const stats = this.#stats;
       const slot = listenerSlot(index, LISTENER_STAT.proxyRefused);
-      requireProxyHeader(server, settings.proxyProtocol, () => this.#timeouts.handshake, settings.protocol === 'https', () => stats[slot]++);
+      // Over TLS the connection is still accepting until its handshake is done (#countHandshakes).
+      const handedOver = https ? () => {} : this.#accepted;
+      requireProxyHeader(server, settings.proxyProtocol, () => this.#timeouts.handshake, https, () => stats[slot]++, handedOver);
     }
+    // Registered last, so it runs as a connection arrives, before any PROXY header is read.
+    if (https || settings.proxyProtocol !== null) server.on('connection', this.#accept);
     return { settings, server, http2 };
   }
+
+  #accept = (socket: Socket): void => {
+    this.#accepting.add(socket);
+    socket.once('close', () => this.#accepting.delete(socket));
+  };
+
+  #accepted = (socket: Socket): void => {
+    this.#accepting.delete(socket);
+  };
 
   /** Handshakes by outcome, and the ALPN choice: `h2` connections go to the HTTP/2 server, the rest stay HTTP/1.1. */
   #countHandshakes(server: HttpsServer, index: number, http2: Http2Server | null, proxied: boolean): void {
@@ -158,6 +178,8 @@ export class Listeners {
     const [http1] = server.listeners('secureConnection') as ((socket: TLSSocket) => void)[];
     server.removeAllListeners('secureConnection');
     server.on('secureConnection', (socket: TLSSocket) => {
+      const tcp = tcpSocketOf(socket);
+      if (tcp !== null) this.#accepting.delete(tcp);
       stats[socket.isSessionReused() ? resumed : fresh]++;
       if (proxied) adoptProxiedPeer(socket);
       if (http2 !== null && socket.alpnProtocol === 'h2') http2.emit('connection', socket);

@@ -7,14 +7,18 @@ import { closeIfBodyArriving, KINDS, ProxyError, sendError } from '../proxy/erro
 import { isAuthority, settleTarget } from '../proxy/request-target.ts';
 import { requestIdOf } from '../proxy/request-facts.ts';
 
-const ACME_CHALLENGE = '/.well-known/acme-challenge/';
+/**
+ * An HTTP-01 challenge: GET or HEAD of one base64url token in the challenge folder (RFC 8555 §8.3). Nothing else
+ * may pass: `…/acme-challenge/../../v1/account` would reach the API over plain HTTP through any proxy that normalises paths.
+ */
+const ACME_CHALLENGE = /^\/\.well-known\/acme-challenge\/[A-Za-z0-9_-]+$/;
 const NO_HOST = 'A redirect to HTTPS needs the Host header (or an absolute request target) to name the site.';
 
 export function redirectHandler(listener: ListenerSettings, proxy: (req: IncomingMessage, res: MeridianResponse) => void): (req: IncomingMessage, res: MeridianResponse) => void {
   const { httpsPort, acmeChallenge } = listener.redirect;
   const portSuffix = httpsPort === null || httpsPort === 443 ? '' : `:${httpsPort}`;
   return (req, res) => {
-    if (acmeChallenge === 'proxy' && req.url?.startsWith(ACME_CHALLENGE) === true) {
+    if (acmeChallenge === 'proxy' && (req.method === 'GET' || req.method === 'HEAD') && ACME_CHALLENGE.test(req.url ?? '')) {
       proxy(req, res);
       return;
     }
