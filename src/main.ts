@@ -3,7 +3,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { MeridianConfig } from './config/types.ts';
+import type { ListenerSettings, MeridianConfig } from './config/types.ts';
 import { GeoLocator, DEFAULT_GEO_DATABASES } from './geo/locator.ts';
 import { GeoDatabaseError } from './geo/database.ts';
 import { UploadPins } from './proxy/upload-pins.ts';
@@ -45,6 +45,11 @@ export interface MeridianRuntime {
   readonly listenerStats: ListenerStats;
   /** The certificates the HTTPS listeners serve now, in config order; empty without an HTTPS listener. */
   certificates(): readonly CheckedCertificate[];
+  /**
+   * The listeners serving, as the process started with them (restart-only), in the order `listenerStats` counts
+   * them, each with the port it is bound to once started.
+   */
+  listeners(): readonly RunningListener[];
   /** Where the data plane runs, and each of its threads. */
   workers(): { readonly mode: DataPlaneHost['mode']; readonly restarts: number; readonly threads: readonly WorkerView[] };
   /** The snapshot requests are being served with now. */
@@ -61,6 +66,12 @@ export interface MeridianRuntime {
   reload(): Promise<ReloadResult>;
   readonly metrics: MetricsExporter;
   readonly summary: TrafficSummarizer;
+}
+
+/** A listener as it serves: its settings from the config the process started with, and its bound port. */
+export interface RunningListener {
+  readonly settings: ListenerSettings;
+  readonly port: number;
 }
 
 export interface Meridian {
@@ -139,6 +150,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
           count: threads,
           stats,
           listenerStats: listenerStats.buffer,
+          started: initial.input,
           traffic: traffic.buffer,
           watchdogMs: options.watchdogMs ?? DEFAULT_WATCHDOG_MS,
           testHooks: options.testHooks ?? false,
@@ -149,6 +161,8 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   const inProcess = supervisor === null ? new InProcessDataPlane(control.plane(), catalog, stats, listenerStats, options.accessLog) : null;
   const dataPlane: DataPlaneHost = supervisor ?? inProcess!;
 
+  // Known once the data plane has started; until then the listeners report their configured ports.
+  let listenerAddresses: readonly ListenerAddress[] | undefined;
   const core: Omit<MeridianRuntime, 'metrics' | 'summary'> = {
     startedAt: control.startedAt,
     traffic,
@@ -156,6 +170,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     locator,
     listenerStats,
     certificates: () => certificates?.certificates ?? [],
+    listeners: () => initial.listen.map((settings, i) => ({ settings, port: listenerAddresses?.[i]?.port ?? settings.port })),
     workers: () => ({ mode: dataPlane.mode, restarts: dataPlane.restarts, threads: dataPlane.workers() }),
     plane: () => controlPlane.plane(),
     health: () => controlPlane.health(),
@@ -173,7 +188,6 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   // The admin plane, and the public probe listener when configured; both stay up until shutdown ends, so
   // checkers see /readyz turn 503 for the whole drain.
   const controlServers: Server[] = [];
-  let listenerAddresses: readonly ListenerAddress[];
   let adminAddress: AddressInfo;
   let probeAddress: AddressInfo | null = null;
   try {
@@ -205,10 +219,10 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     runtime.metrics.close();
     await Promise.all(controlServers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   };
-  const [first] = listenerAddresses;
+  const [first] = listenerAddresses!;
   return {
     proxyAddress: { address: first.address, port: first.port, family: first.family },
-    listenerAddresses,
+    listenerAddresses: listenerAddresses!,
     adminAddress,
     probeAddress,
     runtime,

@@ -219,11 +219,13 @@ describe('in-process', () => {
     const reply = await send(proxy.adminPort, { path: '/status' });
     const body = reply.body.toString('utf8');
     const status = JSON.parse(body) as { listeners: unknown[]; certificates: { label: string; notAfter: string; daysLeft: number; fingerprint: string }[] };
+    // The ports each listener is bound to, not the configured 0.
     expect(status.listeners).toEqual([
-      { name: 'plain', protocol: 'http', host: '127.0.0.1', port: 0, proxyProtocol: false, http2: false },
-      { name: 'https', protocol: 'https', host: '127.0.0.1', port: 0, proxyProtocol: false, http2: true },
-      { name: 'lb', protocol: 'http', host: '127.0.0.1', port: 0, proxyProtocol: true, http2: false },
+      { name: 'plain', protocol: 'http', host: '127.0.0.1', port: proxy.ports.plain, proxyProtocol: false, http2: false },
+      { name: 'https', protocol: 'https', host: '127.0.0.1', port: proxy.ports.https, proxyProtocol: false, http2: true },
+      { name: 'lb', protocol: 'http', host: '127.0.0.1', port: proxy.ports.lb, proxyProtocol: true, http2: false },
     ]);
+    expect(proxy.ports.https).toBeGreaterThan(0);
     const [siteLeaf, soonLeaf] = [site, soon].map((made) => new X509Certificate(made.cert));
     expect(status.certificates).toEqual([
       {

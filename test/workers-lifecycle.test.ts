@@ -5,6 +5,7 @@
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Client } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi, type MockInstance } from 'vitest';
@@ -212,13 +213,33 @@ function regions(list: readonly { name: string; location: [number, number]; orig
 
 let files = 0;
 /** Starts two workers from a config file, and returns a function that rewrites that file. */
-async function startFromFile(config: (extra: Record<string, unknown>) => Record<string, unknown>): Promise<{ meridian: Meridian; write: (extra?: Record<string, unknown>) => Promise<void> }> {
+async function startFromFile(config: (extra: Record<string, unknown>) => Record<string, unknown>, testHooks = false): Promise<{ meridian: Meridian; write: (extra?: Record<string, unknown>) => Promise<void> }> {
   const file = join(dir, `meridian-${++files}.json`);
   const write = (extra: Record<string, unknown> = {}) => writeFile(file, JSON.stringify(config(extra)));
   await write();
-  const meridian = await startMeridian(await loadConfigFile(file, {}), { configPath: file });
+  const meridian = await startMeridian(await loadConfigFile(file, {}), { configPath: file, testHooks });
   running.push(meridian);
   return { meridian, write };
+}
+
+/** A loopback port nothing listens on now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
 }
 
 const base = {
@@ -259,6 +280,27 @@ describe('reloads reach every worker', () => {
     expect(moved.slots).toEqual([0, 1]);
     expect(moved.replies.map((r) => [r.status, r.body.toString()])).toEqual(Array(FRESH).fill([200, 'new']));
     expect(old.requests).toBe(oldServed);
+  });
+
+  test('a worker replaced after a reload that changed the listeners opens the ones the process started with', async () => {
+    const backend = await upstream('backend');
+    const config = (extra: Record<string, unknown>) => ({ ...base, self: { region: 'local', zone: 'az-1' }, regions: regions([{ name: 'local', location: [50.11, 8.68], origin: backend.origin }]), ...extra });
+    const { meridian, write } = await startFromFile(config, true);
+    const m = admin(meridian);
+    // A listener the reload adds: it waits for a restart, so nothing may accept on its port before one.
+    const pending = await freePort();
+    await write({ listen: [base.listen, { protocol: 'redirect', host: '127.0.0.1', port: pending }] });
+    expect(json(await m.reload())).toMatchObject({ ok: true, restartRequired: ['listen'] });
+
+    meridian.supervisor!.poke(0, { kind: 'crash' });
+    await until(async () => {
+      const { workers } = await m.status();
+      return workers.threads[0].listening && workers.threads[0].restarts === 1;
+    }, 'worker 0 to be replaced and listen again');
+    const after = await onFresh(meridian, FRESH);
+    expect(after.replies.map((r) => r.status)).toEqual(Array(FRESH).fill(200));
+    expect(after.slots).toEqual([0, 1]);
+    expect(await refused(pending), `nothing listens on ${pending} until a restart`).toBe(true);
   });
 
   test('a geo database replaced on disk moves a client to the region it is now placed near, on both workers', async () => {

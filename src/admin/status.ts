@@ -147,8 +147,9 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
   }));
   const { traffic } = runtime;
   const workers = runtime.workers();
-  const listeners = config.listen.map(
-    (l): ListenerStatus => ({ name: l.name, protocol: l.protocol, host: l.host, port: l.port, proxyProtocol: l.proxyProtocol !== null, http2: l.protocol === 'https' && l.http2 }),
+  // The listeners serving (restart-only), with their bound ports: not a reloaded config's, which wait for a restart.
+  const listeners = runtime.listeners().map(
+    ({ settings: l, port }): ListenerStatus => ({ name: l.name, protocol: l.protocol, host: l.host, port, proxyProtocol: l.proxyProtocol !== null, http2: l.protocol === 'https' && l.http2 }),
   );
   const served = runtime.certificates();
   const labels = certificateLabels(served);

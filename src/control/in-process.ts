@@ -22,7 +22,8 @@ export class InProcessDataPlane implements DataPlaneHost {
   /** `plane` is the control plane's first snapshot; this thread counts into row 0 of `stats` and `listenerStats`. */
   constructor(plane: DataPlane, catalog: TrafficCatalog, stats: ThreadStats, listenerStats: ListenerStats, accessLog?: LogDestination) {
     this.#proxy = new ProxyServer(plane);
-    this.#listeners = new Listeners(this.#proxy, listenerStats.row(0));
+    // The first snapshot's listeners are the ones the process starts with.
+    this.#listeners = new Listeners(this.#proxy, plane.config.listen, plane.config.timeouts.handshake, listenerStats.row(0));
     this.#stats = stats;
     // Beside the catalog, so a record of a topology with a new zone or region widens the tables on the spot.
     this.recorder = new TrafficRecorder(catalog.describe(plane.config.topology), (topology) => catalog.describe(topology)).subscribe();

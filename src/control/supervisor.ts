@@ -3,6 +3,7 @@
 // drains them all at shutdown. A replacement takes its slot's stats row, so the process's counters carry on.
 import { Worker } from 'node:worker_threads';
 import type { ListenerAddress } from '../listen/listeners.ts';
+import type { ParsedConfig } from '../config/schema.ts';
 import type { DataPlane } from '../proxy/plane.ts';
 import type { FromWorker, PlaneSnapshot, ToWorker, WorkerInit } from '../proxy/snapshot.ts';
 import { STAT, type ThreadStats } from '../observe/thread-stats.ts';
@@ -26,6 +27,8 @@ export interface SupervisorOptions {
   readonly stats: ThreadStats;
   /** One row per slot, a block per listener (src/observe/listener-stats.ts). */
   readonly listenerStats: SharedArrayBuffer;
+  /** The config the process started with (its validated input): every worker, replacements too, opens its listeners. */
+  readonly started: ParsedConfig;
   /** The process's exchange counters (retry budget). */
   readonly traffic: SharedArrayBuffer;
   /** A worker that has not answered a ping for this long is terminated and replaced. */
@@ -130,8 +133,8 @@ export class WorkerSupervisor implements DataPlaneHost {
 
   /** Resolves once the worker listens; rejects when it cannot (the port is taken, say) or dies first. */
   #spawn(slot: Slot): Promise<readonly ListenerAddress[]> {
-    const { stats, listenerStats, traffic, testHooks } = this.#options;
-    const init: WorkerInit = { slot: slot.index, stats: stats.buffer, listenerStats, traffic, snapshot: this.#snapshot!, ports: this.#ports, testHooks };
+    const { stats, listenerStats, traffic, testHooks, started } = this.#options;
+    const init: WorkerInit = { slot: slot.index, stats: stats.buffer, listenerStats, traffic, snapshot: this.#snapshot!, started, ports: this.#ports, testHooks };
     const worker = new Worker(WORKER_ENTRY, { workerData: init, name: `meridian-worker-${slot.index}` });
     slot.worker = worker;
     slot.listening = false;

@@ -14,7 +14,7 @@ type ProxiedSocket = Socket & { [PROXIED_PEER]?: string | null };
  * connection handling, and the proxy's connection count): the listeners registered so far run once the header is
  * read, with the bytes that came after it handed back. `refused` is told of each connection closed here.
  */
-export function requireProxyHeader(server: NetServer, trusted: CidrSet, timeoutMs: () => number, tlsFollows: boolean, refused: () => void, handedOver: (socket: Socket) => void): void {
+export function requireProxyHeader(server: NetServer, trusted: CidrSet, timeoutMs: number, tlsFollows: boolean, refused: () => void, handedOver: (socket: Socket) => void): void {
   const listeners = server.listeners('connection') as ConnectionListener[];
   server.removeAllListeners('connection');
   server.on('connection', (socket: Socket) => {
@@ -24,7 +24,7 @@ export function requireProxyHeader(server: NetServer, trusted: CidrSet, timeoutM
       socket.destroy();
       return;
     }
-    readProxyHeader(socket, timeoutMs(), (outcome: ProxyHeaderOutcome) => {
+    readProxyHeader(socket, timeoutMs, (outcome: ProxyHeaderOutcome) => {
       if (!outcome.ok) {
         refused();
         socket.destroy();

@@ -44,14 +44,20 @@ export class Listeners {
   readonly #accepting = new Set<Socket>();
   #tls: TlsContexts | null = null;
   #timeouts: Timeouts;
+  /** `timeouts.handshake` as the process started: restart-only, like the listeners. */
+  readonly #handshakeMs: number;
 
-  constructor(proxy: ProxyServer, stats: Float64Array) {
+  /**
+   * `listeners` are the ones the process started with (restart-only: a reload that changes them waits for a restart,
+   * and a worker started after such a reload must still open these).
+   */
+  constructor(proxy: ProxyServer, listeners: readonly ListenerSettings[], handshakeMs: number, stats: Float64Array) {
     this.#proxy = proxy;
     this.#stats = stats;
-    const { config } = proxy.plane;
-    this.#timeouts = config.timeouts;
-    if (config.listen.some((l) => l.protocol === 'https')) this.#tls = new TlsContexts(proxy.plane.tls);
-    this.#bound = config.listen.map((settings, index) => this.#create(settings, index));
+    this.#timeouts = proxy.plane.config.timeouts;
+    this.#handshakeMs = handshakeMs;
+    if (listeners.some((l) => l.protocol === 'https')) this.#tls = new TlsContexts(proxy.plane.tls);
+    this.#bound = listeners.map((settings, index) => this.#create(settings, index));
   }
 
   /** New requests and connections are served with `plane`: its timeouts, and its certificates when they changed. */
@@ -131,7 +137,7 @@ export class Listeners {
         ALPNProtocols: settings.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
         // Read at each handshake, so a reload's certificates serve new connections at once.
         SNICallback: (servername, done) => done(null, this.#tls!.contextFor(servername)),
-        handshakeTimeout: this.#timeouts.handshake,
+        handshakeTimeout: this.#handshakeMs,
         sessionTimeout: TLS_SERVER_OPTIONS.sessionTimeout,
       });
       proxy.serve(server);
@@ -153,7 +159,7 @@ export class Listeners {
       const slot = listenerSlot(index, LISTENER_STAT.proxyRefused);
       // Over TLS the connection is still accepting until its handshake is done (#countHandshakes).
       const handedOver = https ? () => {} : this.#accepted;
-      requireProxyHeader(server, settings.proxyProtocol, () => this.#timeouts.handshake, https, () => stats[slot]++, handedOver);
+      requireProxyHeader(server, settings.proxyProtocol, this.#handshakeMs, https, () => stats[slot]++, handedOver);
     }
     // Registered last, so it runs as a connection arrives, before any PROXY header is read.
     if (https || settings.proxyProtocol !== null) server.on('connection', this.#accept);

@@ -52,7 +52,7 @@ const HANDSHAKE_RESULTS = [
  * What the exporter reads from the runtime at scrape time. `listenerStats` and `certificates` are read only when a
  * listener speaks HTTPS or takes the PROXY protocol.
  */
-export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health' | 'listenerStats' | 'certificates'>;
+export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health' | 'listenerStats' | 'certificates' | 'listeners'>;
 
 /**
  * The `certificate` label of each certificate, in order: its own label, and for a later one that shares it (an RSA
@@ -268,7 +268,7 @@ class PrometheusExporter implements MetricsExporter {
    */
   #edgeMetrics(registers: Registry<RegistryContentType>[]): void {
     const runtime = this.#runtime;
-    const listeners = runtime.plane().config.listen.map((settings, index) => ({ settings, index }));
+    const listeners = runtime.listeners().map(({ settings }, index) => ({ settings, index }));
     const https = listeners.filter(({ settings }) => settings.protocol === 'https');
     const proxied = listeners.filter(({ settings }) => settings.proxyProtocol !== null);
 

@@ -41,6 +41,11 @@ export interface WorkerInit {
   /** Process-wide exchanges in flight and retrying (the retry budget). */
   readonly traffic: SharedArrayBuffer;
   readonly snapshot: PlaneSnapshot;
+  /**
+   * The config the process started with: its listeners and handshake timeout are restart-only, so a worker started
+   * after a reload that changed them (a replacement) still opens the ones its siblings serve on.
+   */
+  readonly started: ParsedConfig;
   /** The port of each listener, in config order, that every worker binds: the first worker's, once it has them (a config's port may be 0). */
   readonly ports: readonly number[] | null;
   /** Only tests set this: the worker then obeys `crash` and `hang` messages. */

@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { ProxyServer } from './server.ts';
 import { Listeners } from '../listen/listeners.ts';
 import { ListenerStats } from '../observe/listener-stats.ts';
+import { buildConfig } from '../config/build.ts';
 import { WorkerPlanes } from './worker-plane.ts';
 import { startAccessLog } from '../observe/access-log.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './snapshot.ts';
@@ -16,7 +17,8 @@ const send = (message: FromWorker): void => port.postMessage(message);
 
 const planes = new WorkerPlanes(init, (tables, index, now) => send({ kind: 'threshold', tables, index, now }));
 const proxy = new ProxyServer(planes.build(init.snapshot));
-const listeners = new Listeners(proxy, new ListenerStats(proxy.plane.config.listen.length, init.listenerStats).row(init.slot));
+const started = buildConfig(init.started);
+const listeners = new Listeners(proxy, started.listen, started.timeouts.handshake, new ListenerStats(started.listen.length, init.listenerStats).row(init.slot));
 const accessLog = startAccessLog({ plane: () => proxy.plane });
 let closing: Promise<void> | undefined;
 

@@ -82,6 +82,7 @@ export function quietRuntime(config: () => MeridianConfig): MetricsSource {
     locator: { databases: [] },
     plane: () => ({ config: config() }),
     health: () => ({ snapshot: { usable: [] } }),
+    listeners: () => config().listen.map((settings) => ({ settings, port: settings.port })),
   } as unknown as MetricsSource;
 }
 
