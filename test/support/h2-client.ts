@@ -6,37 +6,29 @@ import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, Outgoi
 /** The site every HTTP/2 test names, in SNI and in `:authority`; its certificate must carry it. */
 export const H2_SITE = 'appwrite.test';
 
-/** A client session plus what happened to it: the GOAWAY code it was sent and the error it ended with, if any. */
+/** A client session and the code of the GOAWAY the server sent it, if any. */
 export interface H2Client {
   readonly session: ClientHttp2Session;
   /** The error code of the last GOAWAY the server sent (`undefined` until one arrives). */
   readonly goaway: number | undefined;
-  readonly error: (Error & { code?: string }) | undefined;
 }
 
 /**
  * Connect to `127.0.0.1:port` offering h2, trusting `ca`, and wait for the server's SETTINGS, so `remoteSettings` is
- * the server's own. Session errors are recorded on the result rather than thrown: tests provoke them.
+ * the server's own. Errors after that are left to the streams they cut: tests provoke them, and node must not throw.
  */
 export function h2Connect(port: number, ca: string, options: SecureClientSessionOptions = {}): Promise<H2Client> {
   return new Promise((resolve, reject) => {
     const session = connect(`https://127.0.0.1:${port}`, { ca, servername: H2_SITE, ...options });
     let goaway: number | undefined;
-    let error: (Error & { code?: string }) | undefined;
     const client: H2Client = {
       session,
       get goaway() {
         return goaway;
       },
-      get error() {
-        return error;
-      },
     };
     session.on('goaway', (code: number) => (goaway = code));
-    session.on('error', (err: Error) => {
-      error = err;
-      reject(err);
-    });
+    session.on('error', reject);
     session.once('close', () => reject(new Error('the session closed before the server sent its SETTINGS')));
     session.once('remoteSettings', () => resolve(client));
   });
