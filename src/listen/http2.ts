@@ -36,7 +36,7 @@ export function createHttp2Server(listener: ListenerSettings, idleMs: () => numb
       initialWindowSize: STREAM_WINDOW_BYTES,
       enableConnectProtocol: false,
     },
-    // A client that sends header lists too big for the setting is refused with 431 by node, not buffered.
+    // A header list over the advertised size is not buffered: node resets that stream (ENHANCE_YOUR_CALM).
     maxHeaderListPairs: 256,
   });
   server.on('request', onRequest as unknown as (req: import('node:http2').Http2ServerRequest, res: import('node:http2').Http2ServerResponse) => void);
@@ -65,7 +65,8 @@ export function createHttp2Server(listener: ListenerSettings, idleMs: () => numb
 
 function onStreamClose(session: CountedSession, stream: ServerHttp2Stream): void {
   session[OPEN_STREAMS]--;
-  if (stream.rstCode !== constants.NGHTTP2_CANCEL || session.destroyed) return;
+  // Any stream the client reset before its answer ended, whatever code it gave (CANCEL, NO_ERROR, INTERNAL_ERROR…).
+  if (!stream.aborted || session.destroyed) return;
   const resets = session[RESETS];
   const now = performance.now();
   if (now - resets.since > 1_000) {
