@@ -222,9 +222,10 @@ test('lists each certificate with its names and expiry, flags the one with under
     expect(await colour('soon.example.test')).not.toBe(await colour('later.example.test'));
 
     const listeners = await page.locator('#listeners tr[data-listener]').evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
+    // Each at the port it is bound to, not the configured 0.
     expect(listeners).toEqual([
-      ['https', 'https', '127.0.0.1:0', '–', 'h2'],
-      ['lb', 'http', '127.0.0.1:0', 'required', '–'],
+      ['https', 'https', `127.0.0.1:${proxy.ports.https}`, '–', 'h2'],
+      ['lb', 'http', `127.0.0.1:${proxy.ports.lb}`, 'required', '–'],
     ]);
 
     await mkdir(SCREENSHOTS, { recursive: true });

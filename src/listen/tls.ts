@@ -56,10 +56,11 @@ export class TlsContexts {
   constructor(snapshot: TlsSnapshot) {
     this.generation = snapshot.generation;
     const ticketKeys = Buffer.from(snapshot.ticketKeys);
-    // Every context carries the shared ticket key: node decrypts a ticket with the context SNI switched to.
+    // Only the default context carries the shared ticket key: OpenSSL issues and opens tickets with the context a
+    // handshake started on (the listener's, set by `setSecureContext`), even after SNI switched the certificate.
     const contexts = snapshot.certificates.map((c) => ({
       names: c.names,
-      value: createSecureContext({ cert: c.cert, key: c.key, ...TLS_SERVER_OPTIONS, ticketKeys } as SecureContextOptions),
+      value: createSecureContext({ cert: c.cert, key: c.key, ...TLS_SERVER_OPTIONS } as SecureContextOptions),
     }));
     const first = snapshot.certificates[0];
     this.defaultOptions = first === undefined ? { ...TLS_SERVER_OPTIONS, ticketKeys } : { cert: first.cert, key: first.key, ...TLS_SERVER_OPTIONS, ticketKeys };
