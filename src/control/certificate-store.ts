@@ -1,12 +1,10 @@
 // The control plane's certificate files: read and checked at start and on a config reload, watched and reloaded
 // when they change on disk, and published with the shared TLS session-ticket keys as plain data for the data planes.
 import { randomBytes } from 'node:crypto';
-import { watch } from 'node:fs';
-import type { FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
 import { CertificateError, checkCertificate } from '../listen/certificates.ts';
 import type { CertificateFiles, CheckedCertificate } from '../listen/certificates.ts';
+import { FileWatch } from './file-watch.ts';
 
 export interface CertificateReloadEvent {
   /** On success the pair's cert file; on failure the file at fault. */
@@ -65,9 +63,8 @@ export class CertificateStore {
   // Pairs whose last reread was refused, so the one that succeeds is reported even when it changes nothing.
   readonly #failing = new Set<number>();
   #reloads: Promise<unknown> = Promise.resolve();
-  readonly #watchers: FSWatcher[] = [];
-  #watching = false;
-  readonly #timers = new Map<number, NodeJS.Timeout>();
+  /** The pairs' files' watch, while watching. */
+  #watch: FileWatch | null = null;
   #rotation: NodeJS.Timeout | undefined;
 
   private constructor(list: readonly CertificateFiles[], certificates: readonly CheckedCertificate[], options: CertificateStoreOptions) {
@@ -127,65 +124,39 @@ export class CertificateStore {
     const certificates = Object.freeze(await readAll(list));
     const frozenList = Object.freeze([...list]);
     return () => {
-      for (const timer of this.#timers.values()) clearTimeout(timer);
-      this.#timers.clear();
+      // A pending reread was scheduled by an index of the old list: closing the watch drops it.
+      const watching = this.#watch !== null;
+      this.#watch?.close();
+      this.#watch = null;
       this.#failing.clear();
       this.#list = frozenList;
       this.#certificates = certificates;
       this.#generation++;
-      if (this.#watching) {
-        this.#unwatch();
-        this.watch();
-      }
+      if (watching) this.watch();
       // A file changed on disk and was swapped in after this reload read it: read again, so the newer file serves.
-      if (hotSwaps !== this.#hotSwaps) for (let index = 0; index < frozenList.length; index++) this.#schedule(index);
+      if (hotSwaps !== this.#hotSwaps) this.#rereadAll();
     };
   }
 
   /** Rereads the pair at `index` shortly after one of its files changes. Directories are watched: files are replaced by rename. */
   watch(): void {
-    if (this.#watching) return;
-    this.#watching = true;
-    // Directory → base name → the indexes of the pairs that use a file by that name there.
-    const directories = new Map<string, Map<string, number[]>>();
-    this.#list.forEach((files, index) => {
-      for (const file of new Set([files.cert, files.key])) {
-        const names = directories.get(dirname(file)) ?? new Map<string, number[]>();
-        directories.set(dirname(file), names);
-        names.set(basename(file), [...(names.get(basename(file)) ?? []), index]);
-      }
-    });
-    for (const [directory, names] of directories) {
-      const all = [...new Set([...names.values()].flat())];
-      const report = (error: Error): void => {
-        for (const index of all) this.#onReload?.({ file: this.#list[index].cert, ok: false, error });
-      };
-      let watcher: FSWatcher;
-      try {
-        watcher = watch(directory, { persistent: false }, (_event, file) => {
-          // Kubernetes swaps a secret volume's `..data` symlink, not the files that point through it; and some
-          // platforms give no name at all. Either way every pair in the directory is read again.
-          const touched = file === null || file.startsWith('..') ? all : names.get(file);
-          for (const index of touched ?? []) this.#schedule(index);
-        });
-      } catch (error) {
-        // Out of inotify watches, say: the pairs serve all the same, only unwatched, and the operator hears of it.
-        report(error as Error);
-        continue;
-      }
-      // A watcher dies with its directory: the pairs keep serving, and the operator hears of it.
-      watcher.on('error', report);
-      this.#watchers.push(watcher);
-    }
+    if (this.#watch !== null) return;
+    const list = this.#list;
+    this.#watch = new FileWatch(
+      list.map((files) => [files.cert, files.key]),
+      {
+        debounceMs: RELOAD_DEBOUNCE_MS,
+        changed: (index) => void this.#reload(index),
+        // The pairs serve all the same, only unwatched, and the operator hears of it.
+        failed: (indexes, error) => {
+          for (const index of indexes) this.#onReload?.({ file: list[index].cert, ok: false, error });
+        },
+      },
+    );
   }
 
-  #schedule(index: number): void {
-    clearTimeout(this.#timers.get(index));
-    const timer = setTimeout(() => {
-      this.#timers.delete(index);
-      void this.#reload(index);
-    }, RELOAD_DEBOUNCE_MS);
-    this.#timers.set(index, timer.unref());
+  #rereadAll(): void {
+    for (let index = 0; index < this.#list.length; index++) this.#watch?.touch(index);
   }
 
   // Reloads run one at a time, so the files read last are the ones that serve.
@@ -222,15 +193,9 @@ export class CertificateStore {
 
   /** Stops watching and rotating; the pairs and ticket keys keep serving. */
   close(): void {
-    this.#unwatch();
-    for (const timer of this.#timers.values()) clearTimeout(timer);
-    this.#timers.clear();
+    this.#watch?.close();
+    this.#watch = null;
     clearInterval(this.#rotation);
     this.#rotation = undefined;
-  }
-
-  #unwatch(): void {
-    this.#watching = false;
-    for (const watcher of this.#watchers.splice(0)) watcher.close();
   }
 }

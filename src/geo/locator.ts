@@ -1,16 +1,14 @@
 // The geo phase: IP → GeoLocation through an LRU cache, the private ranges and an ordered list of databases,
 // with outcome counters for metrics, hot reload of the database files (watched, checked, swapped, cache cleared,
 // published to other threads), and a config reload's new list or cache size swapped in whole.
-import { watch } from 'node:fs';
-import type { FSWatcher } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
-import { basename, dirname } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { openGeoDatabase } from './database.ts';
 import type { GeoDatabase, GeoDatabaseInfo, GeoLocation, PublishedGeoDatabase } from './database.ts';
 import { isPrivateAddress } from './private.ts';
 import { STAT, STAT_ROW } from '../observe/thread-stats.ts';
+import { FileWatch } from '../control/file-watch.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -58,9 +56,8 @@ export class GeoLocator {
   #v4: readonly GeoDatabase[] = [];
   #v6: readonly GeoDatabase[] = [];
   #reloads: Promise<unknown> = Promise.resolve();
-  readonly #watchers: FSWatcher[] = [];
-  #watching = false;
-  readonly #timers = new Map<number, NodeJS.Timeout>();
+  /** The files' watch, while watching. */
+  #watch: FileWatch | null = null;
 
   constructor(databases: readonly GeoDatabase[], options: GeoLocatorOptions) {
     this.#cache = new LRUCache({ max: options.cacheSize });
@@ -116,13 +113,11 @@ export class GeoLocator {
       this.#cache = cache;
       this.#stats[STAT.geoCached] = cache.size;
       if (sameList) return;
-      // A pending file reload was scheduled by an index of the old list.
-      for (const timer of this.#timers.values()) clearTimeout(timer);
-      this.#timers.clear();
+      // A pending file reload was scheduled by an index of the old list: closing the watch drops it.
+      const watching = this.#watch !== null;
+      this.close();
       this.#swap(databases);
-      if (!this.#watching) return;
-      this.#unwatch();
-      this.watch();
+      if (watching) this.watch();
     };
   }
 
@@ -196,47 +191,24 @@ export class GeoLocator {
 
   /** Reloads a file shortly after it changes. Directories are watched, because updaters replace files by rename. */
   watch(): void {
-    if (this.#watching) return;
-    this.#watching = true;
+    if (this.#watch !== null) return;
     const paths = this.#databases.map((database) => database.info.path);
-    for (const directory of new Set(paths.map((path) => dirname(path)))) {
-      const indexes = paths.flatMap((path, index) => (dirname(path) === directory ? [index] : []));
-      let watcher: FSWatcher;
-      try {
-        watcher = watch(directory, { persistent: false }, (_event, file) => {
-          for (const index of indexes) if (file === null || file === basename(paths[index])) this.#schedule(index);
-        });
-      } catch (error) {
-        // Out of inotify watches, say: the databases serve all the same, only unwatched, and the operator hears of it.
-        for (const index of indexes) this.#onReload?.({ path: paths[index], ok: false, error: error as Error });
-        continue;
-      }
-      // A watcher dies with its directory: the databases keep serving, and the operator hears of it.
-      watcher.on('error', (error) => {
-        for (const index of indexes) this.#onReload?.({ path: paths[index], ok: false, error });
-      });
-      this.#watchers.push(watcher);
-    }
-  }
-
-  #schedule(index: number): void {
-    clearTimeout(this.#timers.get(index));
-    const timer = setTimeout(() => {
-      this.#timers.delete(index);
-      void this.#reload(index);
-    }, RELOAD_DEBOUNCE_MS);
-    this.#timers.set(index, timer.unref());
+    this.#watch = new FileWatch(
+      paths.map((path) => [path]),
+      {
+        debounceMs: RELOAD_DEBOUNCE_MS,
+        changed: (index) => void this.#reload(index),
+        // The databases serve all the same, only unwatched, and the operator hears of it.
+        failed: (indexes, error) => {
+          for (const index of indexes) this.#onReload?.({ path: paths[index], ok: false, error });
+        },
+      },
+    );
   }
 
   /** Stops watching; the databases keep serving. */
   close(): void {
-    this.#unwatch();
-    for (const timer of this.#timers.values()) clearTimeout(timer);
-    this.#timers.clear();
-  }
-
-  #unwatch(): void {
-    this.#watching = false;
-    for (const watcher of this.#watchers.splice(0)) watcher.close();
+    this.#watch?.close();
+    this.#watch = null;
   }
 }

@@ -138,7 +138,6 @@ export class Listeners {
         // Read at each handshake, so a reload's certificates serve new connections at once.
         SNICallback: (servername, done) => done(null, this.#tls!.contextFor(servername)),
         handshakeTimeout: this.#handshakeMs,
-        sessionTimeout: TLS_SERVER_OPTIONS.sessionTimeout,
       });
       proxy.serve(server);
       if (settings.http2) http2 = createHttp2Server(settings, () => this.#timeouts.idle, proxy.onRequest, this.#sessions);
