@@ -26,6 +26,7 @@ import { TrafficCatalog } from './observe/traffic-tables.ts';
 import type { TrafficRecorder } from './observe/recorder.ts';
 import { ThreadStats } from './observe/thread-stats.ts';
 import { ListenerStats } from './observe/listener-stats.ts';
+import { EdgeStats } from './observe/edge-stats.ts';
 import { CertificateStore } from './control/certificate-store.ts';
 import { CertificateError, type CheckedCertificate } from './listen/certificates.ts';
 import type { ListenerAddress } from './listen/listeners.ts';
@@ -41,6 +42,8 @@ export interface MeridianRuntime {
   /** Per data-plane thread: geo lookups, requests, open connections and WebSockets. Scrapes add the rows up. */
   readonly stats: ThreadStats;
   readonly locator: GeoLocator;
+  /** Rate-limit refusals by rule and redirects by region, per data-plane thread. */
+  readonly edgeStats: EdgeStats;
   /** Per listener (in the order of `listen`, which is restart-only): TLS handshakes and PROXY protocol refusals. */
   readonly listenerStats: ListenerStats;
   /** The certificates the HTTPS listeners serve now, in config order; empty without an HTTPS listener. */
@@ -112,6 +115,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   if (threads > 1 && options.accessLog !== undefined) throw new Error('an access-log destination object needs the data plane on this thread (workers: 1); worker threads write to stdout');
   const stats = new ThreadStats(threads);
   const listenerStats = new ListenerStats(initial.listen.length, threads);
+  const edgeStats = new EdgeStats(threads);
   // With one thread the data plane runs here and counts into row 0; workers count into their own rows.
   const here = threads === 1 ? stats.row(0) : undefined;
   let control: ControlPlane | undefined;
@@ -129,7 +133,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
   locator.watch();
   const { ttl, maxEntries } = initial.routing.uploadPinning;
   const catalog = new TrafficCatalog();
-  const traffic = new Traffic(Traffic.allocate(threads), here);
+  const traffic = new Traffic(Traffic.allocate(threads), here, 0, here === undefined ? undefined : edgeStats.row(0));
   // Only HTTPS listeners need certificates; a config that lists some for later is checked by `meridian check` alone.
   const certificates = initial.listen.some((l) => l.protocol === 'https')
     ? await CertificateStore.open(initial.tls.certificates, {
@@ -150,6 +154,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
           count: threads,
           stats,
           listenerStats: listenerStats.buffer,
+          edgeStats: edgeStats.buffer,
           started: initial.input,
           traffic: traffic.buffer,
           watchdogMs: options.watchdogMs ?? DEFAULT_WATCHDOG_MS,
@@ -169,6 +174,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     stats,
     locator,
     listenerStats,
+    edgeStats,
     certificates: () => certificates?.certificates ?? [],
     listeners: () => initial.listen.map((settings, i) => ({ settings, port: listenerAddresses?.[i]?.port ?? settings.port })),
     workers: () => ({ mode: dataPlane.mode, restarts: dataPlane.restarts, threads: dataPlane.workers() }),

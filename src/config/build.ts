@@ -7,7 +7,8 @@ import { catalogLocation } from './catalog.ts';
 import { MIN_WEBSOCKET_IDLE_TIMEOUT_MS } from './defaults.ts';
 import { compileGeo, compileRouting } from './compile-routing.ts';
 import { compileListeners } from './compile-listeners.ts';
-import type { AllowedHost, Endpoint, MeridianConfig, Region, Topology, Zone } from './types.ts';
+import type { AllowedHost, Endpoint, MeridianConfig, RateLimits, Region, Topology, Zone } from './types.ts';
+import { compileMatch } from '../routing/request-match.ts';
 
 /**
  * The snapshot of a validated config; `source` names the file in errors. `config.input` keeps a copy of `parsed`
@@ -45,8 +46,25 @@ function build(parsed: ParsedConfig, problems: ConfigProblem[]): Omit<MeridianCo
     readiness: parsed.readiness,
     accessLog: parsed.accessLog,
     headers: parsed.headers,
+    rateLimits: compileRateLimits(parsed.rateLimits, problems),
     uploads: parsed.uploads,
     shutdown: parsed.shutdown,
+  };
+}
+
+function compileRateLimits(limits: ParsedConfig['rateLimits'], problems: ConfigProblem[]): RateLimits {
+  const seen = new Map<string, number>();
+  limits.rules.forEach((rule, i) => {
+    const earlier = seen.get(rule.name);
+    // The name is the metric's label: two rules under one would add up as one.
+    if (earlier !== undefined) problems.push({ path: `rateLimits.rules[${i}].name`, message: `"${rule.name}" is also the name of rateLimits.rules[${earlier}]` });
+    seen.set(rule.name, i);
+  });
+  return {
+    ipv4Prefix: limits.ipv4Prefix,
+    ipv6Prefix: limits.ipv6Prefix,
+    maxClients: limits.maxClients,
+    rules: limits.rules.map((rule) => ({ name: rule.name, match: compileMatch(rule), rate: rule.rate, burst: rule.burst })),
   };
 }
 

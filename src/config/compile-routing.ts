@@ -1,5 +1,6 @@
 // Compiles the geo and routing sections: CIDR sets, fence lookup maps and affinity tables.
 import { compileCidrs, parseCidr } from '../geo/cidr.ts';
+import { compileMatch } from '../routing/request-match.ts';
 import type { ConfigProblem } from './errors.ts';
 import type { ParsedConfig } from './schema.ts';
 import type { Fence, GeoSettings, ProjectAffinity, RoutingPolicy } from './types.ts';
@@ -85,5 +86,6 @@ export function compileRouting(routing: ParsedConfig['routing'], regions: Readon
     hostRegions,
     hostSuffixRegions,
     uploadPinning: routing.uploadPinning,
+    redirects: routing.redirects.map((rule, i) => ({ name: rule.name ?? `redirects[${i}]`, match: compileMatch(rule), status: rule.status })),
   };
 }

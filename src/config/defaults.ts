@@ -62,6 +62,17 @@ export const DEFAULT_READINESS_POLICY = 'local-region';
 
 export const DEFAULT_FORWARDED_FOR_MODE = 'overwrite';
 export const DEFAULT_ROUTING_HEADERS = false;
+export const DEFAULT_EXPLAIN_HEADERS = false;
+
+/** Temporary: a client that follows it once asks the same URL here next time, should the home region change. */
+export const DEFAULT_REDIRECT_STATUS = 307;
+
+export const DEFAULT_RATE_LIMIT_IPV4_PREFIX = 32;
+/** One IPv6 subscriber usually holds a /64: limiting single addresses would let it rotate through 2^64 of them. */
+export const DEFAULT_RATE_LIMIT_IPV6_PREFIX = 64;
+export const DEFAULT_RATE_LIMIT_MAX_CLIENTS = 100_000;
+/** Rules are counted in fixed shared-memory slots (src/observe/edge-stats.ts). */
+export const MAX_RATE_LIMIT_RULES = 32;
 
 /** Readiness is already off during the delay, so GeoDNS health checks see it before we stop accepting. */
 export const DEFAULT_DRAIN_DELAY_MS = 5_000;

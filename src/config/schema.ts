@@ -74,6 +74,33 @@ const project = z.strictObject({
 /** `name`, `*.suffix`, an IPv4 address or a bracketed IPv6 one, each with an optional `:port`. */
 const ALLOWED_HOST = /^(?:(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
 
+const method = z.string().regex(/^[A-Z]+$/, 'an HTTP method in capitals, e.g. GET');
+const hostPattern = z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'a hostname or *.suffix');
+
+/** What a rate-limit or redirect rule applies to; every field given must match, an absent one matches anything. */
+const requestMatch = {
+  host: hostPattern.optional(),
+  pathPrefix: z.string().startsWith('/', 'must start with /').optional(),
+  methods: z.array(method).min(1).optional(),
+};
+
+const redirectRule = z.strictObject({
+  /** Names the rule in logs and explain output; default `redirects[i]`. */
+  name: name.optional(),
+  ...requestMatch,
+  status: z.union([z.literal(307), z.literal(308)]).default(d.DEFAULT_REDIRECT_STATUS),
+});
+
+const rateLimitRule = z.strictObject({
+  /** The `rule` label of `meridian_rate_limited_total`. */
+  name,
+  ...requestMatch,
+  /** Requests per second each client may make, sustained. */
+  rate: z.number().gt(0),
+  /** Requests a client may make at once beyond the sustained rate. */
+  burst: z.number().int().min(1),
+});
+
 const hostRule = z.strictObject({
   /** An exact hostname, or `*.suffix` for every subdomain (custom, function and site domains). */
   host: z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, 'a hostname or *.suffix'),
@@ -171,6 +198,8 @@ export const configSchema = z.strictObject({
       fences: z.array(fence).default([]),
       projects: z.record(z.string(), project).default({}),
       hosts: z.array(hostRule).default([]),
+      /** Redirect mode: matching requests whose home region is another one go to its `publicHost` instead. */
+      redirects: z.array(redirectRule).default([]),
       uploadPinning: z
         .strictObject({
           ttl: duration(d.DEFAULT_UPLOAD_PIN_TTL_MS),
@@ -179,7 +208,10 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
-  regions: z.record(name, region).refine((regions) => Object.keys(regions).length > 0, 'at least one region is required'),
+  regions: z
+    .record(name, region)
+    .refine((regions) => Object.keys(regions).length > 0, 'at least one region is required')
+    .refine((regions) => Object.keys(regions).length <= 64, 'at most 64 regions'),
   timeouts: z
     .strictObject({
       requestHeaders: duration(d.DEFAULT_REQUEST_HEADERS_TIMEOUT_MS),
@@ -247,6 +279,18 @@ export const configSchema = z.strictObject({
     .strictObject({
       forwardedFor: z.enum(['overwrite', 'append']).default(d.DEFAULT_FORWARDED_FOR_MODE),
       routingHeaders: z.boolean().default(d.DEFAULT_ROUTING_HEADERS),
+      /** `x-meridian-route` and `Server-Timing` on responses: why this region, and where the time went. */
+      explain: z.boolean().default(d.DEFAULT_EXPLAIN_HEADERS),
+    })
+    .prefault({}),
+  rateLimits: z
+    .strictObject({
+      /** Clients are grouped by these prefixes: an IPv6 user typically holds a whole /64. */
+      ipv4Prefix: z.number().int().min(8).max(32).default(d.DEFAULT_RATE_LIMIT_IPV4_PREFIX),
+      ipv6Prefix: z.number().int().min(16).max(128).default(d.DEFAULT_RATE_LIMIT_IPV6_PREFIX),
+      /** Client groups tracked at once, across the process; the least recently seen make room. */
+      maxClients: z.number().int().min(1).max(10_000_000).default(d.DEFAULT_RATE_LIMIT_MAX_CLIENTS),
+      rules: z.array(rateLimitRule).max(d.MAX_RATE_LIMIT_RULES, `at most ${d.MAX_RATE_LIMIT_RULES} rules`).default([]),
     })
     .prefault({}),
   uploads: z

@@ -1,4 +1,5 @@
 // The compiled, frozen configuration snapshot that the data plane reads.
+import type { RequestMatch } from '../routing/request-match.ts';
 import type { ParsedConfig } from './schema.ts';
 import type { CidrSet } from '../geo/cidr.ts';
 
@@ -100,6 +101,30 @@ export interface RoutingPolicy {
   /** `*.suffix` rules as `[".suffix", region]`, longest suffix first. */
   readonly hostSuffixRegions: readonly (readonly [string, string])[];
   readonly uploadPinning: { readonly ttl: number; readonly maxEntries: number };
+  /** Redirect mode, in file order: the first rule that matches decides the status. */
+  readonly redirects: readonly RedirectRule[];
+}
+
+export interface RedirectRule {
+  readonly name: string;
+  readonly match: RequestMatch;
+  readonly status: 307 | 308;
+}
+
+export interface RateLimitRule {
+  readonly name: string;
+  readonly match: RequestMatch;
+  /** Tokens per second, and the bucket's size. */
+  readonly rate: number;
+  readonly burst: number;
+}
+
+export interface RateLimits {
+  readonly ipv4Prefix: number;
+  readonly ipv6Prefix: number;
+  readonly maxClients: number;
+  /** In file order; a request is checked against every rule it matches, each with its own bucket. */
+  readonly rules: readonly RateLimitRule[];
 }
 
 /** An `admin.allowedHosts` entry: a name the admin plane answers to besides its own address. */
@@ -164,7 +189,8 @@ export interface MeridianConfig {
   readonly circuitBreaker: { readonly maxRequests: number };
   readonly accessLog: { readonly mode: 'off' | 'on' | 'sampled'; readonly sampleRate: number; readonly includeQuery: boolean };
   readonly readiness: { readonly policy: 'local-zone' | 'local-region' | 'any-region' };
-  readonly headers: { readonly forwardedFor: 'overwrite' | 'append'; readonly routingHeaders: boolean };
+  readonly headers: { readonly forwardedFor: 'overwrite' | 'append'; readonly routingHeaders: boolean; readonly explain: boolean };
+  readonly rateLimits: RateLimits;
   /** Chunk retries: a chunk up to `retryChunkBytes` is held while it streams, within `retryBufferBytes` for the process. */
   readonly uploads: { readonly retryChunkBytes: number; readonly retryBufferBytes: number };
   readonly shutdown: { readonly drainDelay: number; readonly drainTimeout: number };

@@ -27,6 +27,8 @@ export interface SupervisorOptions {
   readonly stats: ThreadStats;
   /** One row per slot, a block per listener (src/observe/listener-stats.ts). */
   readonly listenerStats: SharedArrayBuffer;
+  /** One row per slot (src/observe/edge-stats.ts). */
+  readonly edgeStats: SharedArrayBuffer;
   /** The config the process started with (its validated input): every worker, replacements too, opens its listeners. */
   readonly started: ParsedConfig;
   /** The process's exchange counters (retry budget). */
@@ -133,8 +135,8 @@ export class WorkerSupervisor implements DataPlaneHost {
 
   /** Resolves once the worker listens; rejects when it cannot (the port is taken, say) or dies first. */
   #spawn(slot: Slot): Promise<readonly ListenerAddress[]> {
-    const { stats, listenerStats, traffic, testHooks, started } = this.#options;
-    const init: WorkerInit = { slot: slot.index, stats: stats.buffer, listenerStats, traffic, snapshot: this.#snapshot!, started, ports: this.#ports, testHooks };
+    const { stats, listenerStats, edgeStats, traffic, testHooks, started } = this.#options;
+    const init: WorkerInit = { slot: slot.index, stats: stats.buffer, listenerStats, edgeStats, traffic, snapshot: this.#snapshot!, started, ports: this.#ports, testHooks };
     const worker = new Worker(WORKER_ENTRY, { workerData: init, name: `meridian-worker-${slot.index}` });
     slot.worker = worker;
     slot.listening = false;

@@ -7,6 +7,7 @@ import type { UploadPins } from './upload-pins.ts';
 import type { EndpointLoadTable } from './load.ts';
 import type { OutcomeSink } from '../health/outlier.ts';
 import { STAT, STAT_ROW } from '../observe/thread-stats.ts';
+import { EDGE_ROW, EDGE_STAT } from '../observe/edge-stats.ts';
 import type { TlsSnapshot } from '../listen/tls.ts';
 
 /** Built once per config load and swapped as one reference; requests keep the snapshot they started with. */
@@ -67,6 +68,8 @@ export class Traffic {
   /** This thread's share: [INFLIGHT] its own exchanges (its shutdown waits for these, not others'), [RETRYING]. */
   readonly #own: Int32Array<SharedArrayBuffer>;
   readonly #stats: Float64Array;
+  /** This thread's row of the edge stats (src/observe/edge-stats.ts): rate-limit refusals, redirects. */
+  readonly #edge: Float64Array;
   #idleWaiters: (() => void)[] = [];
   #tunnelWaiters: (() => void)[] = [];
 
@@ -75,9 +78,10 @@ export class Traffic {
    * the shared thread stats (src/observe/thread-stats.ts), by default a row of its own; `thread` is this thread's
    * row of the counters.
    */
-  constructor(counters: SharedArrayBuffer = Traffic.allocate(), stats: Float64Array = new Float64Array(STAT_ROW), thread = 0) {
+  constructor(counters: SharedArrayBuffer = Traffic.allocate(), stats: Float64Array = new Float64Array(STAT_ROW), thread = 0, edge: Float64Array = new Float64Array(EDGE_ROW)) {
     this.#counters = new Int32Array(counters);
     this.#stats = stats;
+    this.#edge = edge;
     if (this.#counters.length < 2 * ROW || this.#counters.length % ROW !== 0) throw new RangeError('traffic counters have the wrong size');
     if ((thread + 2) * ROW > this.#counters.length) throw new RangeError(`traffic counters have no row for thread ${thread}`);
     this.#own = this.#counters.subarray((thread + 1) * ROW, (thread + 1) * ROW + 3);
@@ -109,6 +113,16 @@ export class Traffic {
   /** One more of a per-thread counter (src/observe/thread-stats.ts STAT), for the metrics to add up. */
   tally(stat: number): void {
     this.#stats[stat]++;
+  }
+
+  /** A request refused by rate-limit rule `rule` (its index in `rateLimits.rules`). */
+  rateLimited(rule: number): void {
+    this.#edge[EDGE_STAT.rateLimited + rule]++;
+  }
+
+  /** A request redirected to region `region` (its index in the topology). */
+  redirected(region: number): void {
+    this.#edge[EDGE_STAT.redirected + region]++;
   }
 
   connectionOpened(): void {

@@ -38,6 +38,8 @@ export interface WorkerInit {
   readonly stats: SharedArrayBuffer;
   /** Per-listener stats (src/observe/listener-stats.ts): TLS handshakes and PROXY protocol refusals. */
   readonly listenerStats: SharedArrayBuffer;
+  /** Edge stats (src/observe/edge-stats.ts): rate-limit refusals and redirects. */
+  readonly edgeStats: SharedArrayBuffer;
   /** Process-wide exchanges in flight and retrying (the retry budget). */
   readonly traffic: SharedArrayBuffer;
   readonly snapshot: PlaneSnapshot;

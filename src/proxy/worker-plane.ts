@@ -8,6 +8,7 @@ import { attachGeoDatabase } from '../geo/database.ts';
 import { GeoLocator } from '../geo/locator.ts';
 import { TrafficRecorder } from '../observe/recorder.ts';
 import { ThreadStats } from '../observe/thread-stats.ts';
+import { EdgeStats } from '../observe/edge-stats.ts';
 import { UpstreamPools } from './pools.ts';
 import { createDataPlane, Traffic, type DataPlane } from './plane.ts';
 import { openEndpointTables, type EndpointTables } from './shared-tables.ts';
@@ -32,7 +33,7 @@ export class WorkerPlanes {
   constructor(init: WorkerInit, report: ReportThreshold) {
     const row = new ThreadStats(init.stats).row(init.slot);
     this.#slot = init.slot;
-    this.traffic = new Traffic(init.traffic, row, init.slot);
+    this.traffic = new Traffic(init.traffic, row, init.slot, new EdgeStats(init.edgeStats).row(init.slot));
     const { geo, trafficTables } = init.snapshot;
     this.locator = new GeoLocator(geo.databases.map(attachGeoDatabase), { cacheSize: geo.cacheSize, stats: row });
     this.#geoGeneration = geo.generation;
