@@ -16,6 +16,8 @@ import { uploadKey, type ChunkKind } from './upload-pins.ts';
 import { namesUpload, UploadIdReader } from './upload-id.ts';
 import { HeldBody } from './held-body.ts';
 import { STAT } from '../observe/thread-stats.ts';
+import { redirectFor, redirectPlan } from '../routing/redirect.ts';
+import { ROUTE_HEADER, routeHeader, SERVER_TIMING_HEADER, serverTiming } from './explain-headers.ts';
 
 /** The downstream response carries its exchange, so shared listeners need no per-request closure. */
 export class MeridianResponse extends ServerResponse<IncomingMessage> {
@@ -28,7 +30,7 @@ type Controller = Dispatcher.DispatchController;
 export const CURRENT_EXCHANGE = Symbol('meridian.exchange');
 export type ExchangeSocket = Socket & { [CURRENT_EXCHANGE]?: Exchange | null };
 
-const NO_DECISION: RouteDecision = Object.freeze({ candidates: [], tiers: [], panic: false, regions: [], home: null, reason: 'not routed', fence: null, misrouteNearest: null });
+const NO_DECISION: RouteDecision = Object.freeze({ candidates: [], tiers: [], panic: false, regions: [], home: null, reason: 'not routed', code: 'none', fence: null, misrouteNearest: null });
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
@@ -264,7 +266,15 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     const extra = plane.routingHeaders[endpoint.index];
     // The upstream answered before the client finished its body (a 413, a 401 on an upload).
     closeIfBodyArriving(this.req, this.res);
-    this.res.writeHead(statusCode, statusMessage || undefined, downstreamResponseHeaders(headers, extra));
+    const list = downstreamResponseHeaders(headers, extra);
+    if (plane.config.headers.explain) {
+      // Meridian's time: up to the dispatch of the attempt that answered (earlier attempts included), and from its
+      // response headers to now. The upstream's: that dispatch to those headers.
+      const upstreamMs = now - this.attemptStartedAt;
+      list.push(ROUTE_HEADER, routeHeader(this.decision, this.tier, this.attempts > 1));
+      list.push(SERVER_TIMING_HEADER, serverTiming(this.attemptStartedAt - this.startedAt + (performance.now() - now), upstreamMs));
+    }
+    this.res.writeHead(statusCode, statusMessage || undefined, list);
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
@@ -376,7 +386,71 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   fail(error: ProxyError): void {
     const answer = (this.#hasNextCandidate() ? null : fenceExhausted(this.decision.fence, error)) ?? error;
     this.error = answer;
+    if (this.plane.config.headers.explain) this.#explainOwnAnswer();
     sendError(this.req, this.res, answer, this.requestId);
+  }
+
+  /**
+   * Meridian's own answers carry the explain headers too: why a 503 came (a strict fence, nothing left) is what they
+   * are for. `tier` is that of the last endpoint tried, `none` without one; the time is all Meridian's.
+   */
+  #explainOwnAnswer(): void {
+    const res = this.res;
+    // sendError destroys a response whose head is already out; setHeader would throw there.
+    if (res.headersSent || res.destroyed) return;
+    res.setHeader(ROUTE_HEADER, routeHeader(this.decision, this.#lastTier(), this.attempts > 1));
+    res.setHeader(SERVER_TIMING_HEADER, serverTiming(performance.now() - this.startedAt, null));
+  }
+
+  /** The tier of the last endpoint tried: `tier` itself may have moved past it looking for another. */
+  #lastTier(): number | null {
+    const endpoint = this.endpoint;
+    if (endpoint === null) return null;
+    const at = this.decision.tiers.findIndex((tier) => tier.includes(endpoint));
+    return at === -1 ? null : at;
+  }
+
+  /**
+   * Redirect mode (src/routing/redirect.ts), run once routed and only when the config has redirect rules: answers
+   * 307/308 to the home region's `publicHost` and returns true, or returns false to proxy the request.
+   */
+  redirectIfRuled(): boolean {
+    const { req, res, plane } = this;
+    const upgrade = req.headers.upgrade;
+    const redirect = redirectFor(redirectPlan(plane.config), this.decision, {
+      host: this.host,
+      forwardedHost: this.forwardedHost,
+      target: req.url ?? '/',
+      method: req.method ?? 'GET',
+      secure: this.proto === 'https',
+      websocket: upgrade !== undefined && upgrade.toLowerCase() === 'websocket',
+      uploadChunk: this.chunk !== null,
+    });
+    if (redirect === null) return false;
+    plane.traffic.redirected(redirect.regionIndex);
+    this.status = redirect.status;
+    const headers: Record<string, string | number> = {
+      location: redirect.location,
+      'content-length': 0,
+      'cache-control': 'no-store',
+      'x-request-id': this.requestId,
+    };
+    // As on Meridian's errors (sendError): a browser reads a cross-origin redirect only with these.
+    const origin = req.headers.origin;
+    if (origin) {
+      headers['access-control-allow-origin'] = origin;
+      headers['access-control-allow-credentials'] = 'true';
+      headers['vary'] = 'Origin';
+    }
+    if (plane.config.headers.explain) {
+      headers[ROUTE_HEADER] = routeHeader(this.decision, null, false);
+      headers[SERVER_TIMING_HEADER] = serverTiming(performance.now() - this.startedAt, null);
+    }
+    // What is left of a body cannot be told from the next request on this connection.
+    if (closeIfBodyArriving(req, res)) req.resume();
+    res.writeHead(redirect.status, headers);
+    res.end();
+    return true;
   }
 
   /**
@@ -444,6 +518,7 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       this.abortUpstream(error);
     } else {
       this.error = error;
+      if (this.plane.config.headers.explain) this.#explainOwnAnswer();
       sendError(this.req, this.res, error, this.requestId);
     }
     return true;

@@ -87,6 +87,8 @@ export class ProxyServer {
       if (chunk?.kind === 'later') exchange.pinnedRegion = plane.uploadPins.regionFor(chunk.key);
     }
     exchange.decision = plane.router.route(exchange);
+    // Redirect mode: without rules, this length check is all it costs.
+    if (plane.config.routing.redirects.length > 0 && exchange.redirectIfRuled()) return;
     exchange.upstreamHeaders = upstreamRequestHeaders(req.headers, exchange, false);
     if (exchange.body !== null) {
       if (shouldHoldBody(req, plane.config.retries.bufferBodyBytes)) exchange.holdBody(0);

@@ -353,3 +353,47 @@ describe('memoization', () => {
     expect(router.route(facts(BERLIN, { pinnedRegion: 'eu-south' }))).toBe(router.route(facts(BERLIN, { pinnedRegion: 'eu-south' })));
   });
 });
+
+describe('route codes (self us-east)', () => {
+  /** Health with every endpoint of the named regions down. */
+  const down = (c: MeridianConfig, ...regions: string[]) => ({ version: 1, usable: c.topology.endpoints.map((e) => !regions.includes(e.region)), rttMs: [] });
+  const plain = config();
+
+  it.each([
+    { what: 'the nearest region', code: 'nearest', decision: () => decide(plain, BERLIN, null) },
+    { what: 'this region, nearest too', code: 'nearest', decision: () => decide(plain, NEW_YORK, null) },
+    { what: 'this region kept within localPreferenceKm', code: 'local-preference', decision: () => decide(plain, DENVER, null) },
+    { what: 'no location', code: 'unknown-location', decision: () => decide(plain, null, null) },
+    { what: 'a fence that moved the home', code: 'fence', decision: () => decide(config({ fences: [{ match: { country: 'SE' }, regions: ['eu-south'] }] }), STOCKHOLM, null) },
+    {
+      what: 'a fence that did not',
+      code: 'nearest',
+      decision: () => decide(config({ fences: [{ match: { continent: 'EU' }, regions: ['eu-north', 'eu-south'] }] }), BERLIN, null),
+    },
+    { what: 'a project', code: 'affinity-project', decision: () => createGeoRouter(config({ projects: { shop: { home: 'us-west' } } })).route(facts(BERLIN, { project: 'shop' })) },
+    { what: 'a host rule', code: 'affinity-host', decision: () => createGeoRouter(config({ hosts: [{ host: 'a.example', region: 'us-west' }] })).route(facts(BERLIN, { host: 'a.example' })) },
+    { what: 'an upload pin', code: 'upload-pin', decision: () => createGeoRouter(plain).route(facts(BERLIN, { pinnedRegion: 'us-west' })) },
+    { what: 'the home region down', code: 'failover', decision: () => decide(plain, BERLIN, null, down(plain, 'eu-north')) },
+    { what: 'everything down', code: 'panic', decision: () => decide(plain, BERLIN, null, down(plain, 'eu-north', 'eu-south', 'us-east', 'us-west')) },
+    {
+      what: 'a strict fence with its regions down',
+      code: 'none',
+      decision: () => {
+        const c = config({ fences: [{ match: { continent: 'EU' }, regions: ['eu-north'], mode: 'strict' }] });
+        return decide(c, BERLIN, null, down(c, 'eu-north'));
+      },
+    },
+    {
+      what: 'an affinity with no region the fence allows',
+      code: 'none',
+      decision: () => decide(config({ fences: [{ match: { continent: 'EU' }, regions: ['eu-north'] }] }), BERLIN, { kind: 'project', key: 'shop', regions: ['us-west'] }),
+    },
+  ])('$code for $what', ({ code, decision }) => {
+    expect(decision().code).toBe(code);
+  });
+
+  it('keeps the home region’s code when only one of its zones is down', () => {
+    const oneZone = { version: 1, usable: plain.topology.endpoints.map((e) => !(e.region === 'eu-north' && e.zone === 'az-1')), rttMs: [] };
+    expect(decide(plain, BERLIN, null, oneZone).code).toBe('nearest');
+  });
+});

@@ -4,11 +4,13 @@ import type { Endpoint, Fence, MeridianConfig, Region, Zone } from '../config/ty
 import type { HealthSnapshot } from '../health/state.ts';
 import type { GeoLocation } from '../geo/database.ts';
 import { greatCircleKm } from '../geo/distance.ts';
-import type { RegionChoice, RouteDecision, RouteFacts, Router } from './types.ts';
+import type { RegionChoice, RouteCode, RouteDecision, RouteFacts, Router } from './types.ts';
 
 type Affinity = { readonly kind: 'project' | 'host' | 'upload'; readonly key: string; readonly regions: readonly string[] };
 /** One affinity key's decisions: for an unknown location, and per cached location object. */
 type AffinityMemo = { unknown: RouteDecision | undefined; readonly byLocation: WeakMap<GeoLocation, RouteDecision> };
+
+const AFFINITY_CODE: Readonly<Record<Affinity['kind'], RouteCode>> = Object.freeze({ project: 'affinity-project', host: 'affinity-host', upload: 'upload-pin' });
 
 /** Health as `meridian route` assumes it: no endpoint known to be down, no RTT measured yet. */
 export const ALL_HEALTHY: HealthSnapshot = Object.freeze({ version: 0, usable: [], rttMs: [] });
@@ -106,19 +108,26 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
 
   let home: Region | undefined;
   let reason: string;
+  let code: RouteCode;
   if (affinity !== null) {
     home = allowed[0];
     reason = home ? `${affinity.kind} affinity (${affinity.key}) → ${home.name}` : `${affinity.kind} affinity (${affinity.key}) has no region allowed here`;
+    code = AFFINITY_CODE[affinity.kind];
   } else if (location === null) {
     home = local ?? nearest;
     reason = `location unknown → ${home === local ? 'local region' : 'nearest allowed region to this instance'} ${home?.name ?? '(none)'}`;
+    code = 'unknown-location';
   } else if (local !== undefined && nearest !== undefined && km.get(self)! - km.get(nearest.name)! <= routing.localPreferenceKm) {
     home = local;
     reason = local === nearest ? `nearest region ${self} (${Math.round(km.get(self)!)} km)` : `local preference: ${self} is within ${routing.localPreferenceKm} km of nearest ${nearest.name}`;
+    code = local === nearest ? 'nearest' : 'local-preference';
   } else {
     home = nearest;
     reason = home ? `nearest allowed region ${home.name} (${Math.round(km.get(home.name)!)} km)` : 'no region allowed';
+    code = 'nearest';
   }
+  // `fence` only when the fence changed the home: the same rules without it would have picked another region.
+  if (affinity === null && fence !== null && home !== undefined && unfencedHome(topology.regions, self, km, routing.localPreferenceKm) !== home) code = 'fence';
   if (fence !== null) reason += `; fence ${fence.name} (${fence.mode}) allows ${fence.regions.join(', ')}`;
 
   const ordered: Region[] = home ? [home] : [];
@@ -148,6 +157,9 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
     }
   }
   const candidates = tiers.flat();
+  if (home === undefined || tiers.length === 0) code = 'none';
+  else if (panic) code = 'panic';
+  else if (tiers[0][0].region !== home.name) code = 'failover';
   // The GeoDNS signal is about geography alone, so affinity does not count: only the fence narrows it.
   const geoNearest = affinity === null ? nearest : [...fenced].sort(byDistance)[0];
   const geoLocal = fenced.some((r) => r.name === self);
@@ -160,9 +172,18 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
     regions: Object.freeze(regions),
     home: home?.name ?? null,
     reason,
+    code,
     fence,
     misrouteNearest: misroute ? geoNearest.name : null,
   });
+}
+
+/** The home a located client would get were no fence in the way: this region within `localPreferenceKm`, else the nearest. */
+function unfencedHome(regions: readonly Region[], self: string, km: ReadonlyMap<string, number>, localPreferenceKm: number): Region | undefined {
+  let nearest: Region | undefined;
+  for (const r of regions) if (nearest === undefined || km.get(r.name)! < km.get(nearest.name)!) nearest = r;
+  const local = regions.find((r) => r.name === self);
+  return local !== undefined && nearest !== undefined && km.get(self)! - km.get(nearest.name)! <= localPreferenceKm ? local : nearest;
 }
 
 /**

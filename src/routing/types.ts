@@ -22,6 +22,25 @@ export interface RegionChoice {
   readonly allowed: boolean;
 }
 
+/**
+ * Why the first candidate is where it is, as a bounded token (the `reason` field says it in words): the home region's
+ * rule (`nearest`, `local-preference`, `unknown-location`, `fence` when a fence kept the client from its nearest
+ * region, `affinity-project`, `affinity-host`, `upload-pin`), or what health made of it (`failover`: every endpoint of
+ * the home region is down and another region comes first; `panic`: nothing healthy, all tried), or `none`: nothing to
+ * route to (no region allowed, a strict fence's regions all down, or a request answered before routing).
+ */
+export type RouteCode =
+  | 'nearest'
+  | 'local-preference'
+  | 'unknown-location'
+  | 'fence'
+  | 'affinity-project'
+  | 'affinity-host'
+  | 'upload-pin'
+  | 'failover'
+  | 'panic'
+  | 'none';
+
 export interface RouteDecision {
   /** Usable endpoints in the order they would be tried, zone after zone (explain shows this). */
   readonly candidates: readonly Endpoint[];
@@ -32,6 +51,7 @@ export interface RouteDecision {
   readonly regions: readonly RegionChoice[];
   readonly home: string | null;
   readonly reason: string;
+  readonly code: RouteCode;
   readonly fence: Fence | null;
   /** The nearest allowed region when it is not this one by more than `localPreferenceKm` (GeoDNS sent the client wrong). */
   readonly misrouteNearest: string | null;

@@ -95,8 +95,11 @@ export async function startBackend(name: string, healthPath = DEFAULT_HEALTH_PAT
   return backend;
 }
 
-/** Region name → [lat, lon] and its zones, each a list of backend names (endpoints in that zone). */
-export type Layout = Record<string, { readonly location: readonly [number, number]; readonly zones: Record<string, readonly string[]> }>;
+/** Region name → [lat, lon], its zones (each a list of backend names: endpoints in that zone) and its `publicHost` if any. */
+export type Layout = Record<
+  string,
+  { readonly location: readonly [number, number]; readonly zones: Record<string, readonly string[]>; readonly publicHost?: string }
+>;
 
 export interface World {
   readonly meridian: Meridian;
@@ -123,9 +126,9 @@ export async function startWorld(layout: Layout, self: { region: string; zone: s
   const started = await Promise.all(names.map((name) => startBackend(name, healthPath)));
   const backends = Object.fromEntries(started.map((b) => [b.name, b]));
   const regions = Object.fromEntries(
-    Object.entries(layout).map(([region, { location, zones }]) => [
+    Object.entries(layout).map(([region, { location, zones, publicHost }]) => [
       region,
-      { location, zones: Object.fromEntries(Object.entries(zones).map(([zone, members]) => [zone, { endpoints: members.map((n) => backends[n].origin) }])) },
+      { location, ...(publicHost === undefined ? {} : { publicHost }), zones: Object.fromEntries(Object.entries(zones).map(([zone, members]) => [zone, { endpoints: members.map((n) => backends[n].origin) }])) },
     ]),
   );
   const base: Overrides = {
