@@ -164,7 +164,7 @@ describe('GET /route', () => {
     const reply = await m.admin({ path: '/route?ip=81.2.69.142' });
     expect(reply.status).toBe(200);
     const x = json(reply);
-    expect(x).toMatchObject({ ip: '81.2.69.142', location: { country: 'GB', continent: 'EU' }, home: 'eu-south', fence: null, misrouteNearest: 'eu-south' });
+    expect(x).toMatchObject({ ip: '81.2.69.142', location: { country: 'GB', continent: 'EU' }, home: 'eu-south', code: 'nearest', fence: null, misrouteNearest: 'eu-south' });
     expect(x.candidates).toEqual([
       { region: 'eu-south', zone: 'az-1', endpoint: euSouth.origin },
       { region: 'us-east', zone: 'az-1', endpoint: usEast.origin },

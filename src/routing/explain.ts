@@ -8,6 +8,8 @@ export interface RouteExplanation {
   readonly home: string | null;
   readonly candidates: readonly { region: string; zone: string; endpoint: string }[];
   readonly reason: string;
+  /** The bounded reason code, as `x-meridian-route` carries it. */
+  readonly code: RouteDecision['code'];
   readonly regions: readonly RegionChoice[];
   readonly fence: { name: string; mode: string; regions: readonly string[] } | null;
   readonly misrouteNearest: string | null;
@@ -21,6 +23,7 @@ export function explainRoute(ip: string, location: GeoLocation | null, decision:
     home: decision.home,
     candidates: decision.candidates.map((e) => ({ region: e.region, zone: e.zone, endpoint: e.origin })),
     reason: decision.reason,
+    code: decision.code,
     regions: decision.regions,
     fence: fence && { name: fence.name, mode: fence.mode, regions: fence.regions },
     misrouteNearest: decision.misrouteNearest,
@@ -31,7 +34,7 @@ export function formatExplanation(x: RouteExplanation): string {
   const where = x.location
     ? `${x.location.country ?? '??'}/${x.location.continent ?? '??'} at ${x.location.lat.toFixed(2)}, ${x.location.lon.toFixed(2)}`
     : 'unknown (private address or not in the database)';
-  const lines = [`client   ${x.ip}`, `location ${where}`, `home     ${x.home ?? '(none)'}`, `reason   ${x.reason}`];
+  const lines = [`client   ${x.ip}`, `location ${where}`, `home     ${x.home ?? '(none)'}`, `reason   ${x.reason} (${x.code})`];
   if (x.fence) lines.push(`fence    ${x.fence.name} (${x.fence.mode}): ${x.fence.regions.join(', ')}`);
   if (x.misrouteNearest) lines.push(`misroute GeoDNS should have sent this client to ${x.misrouteNearest}`);
   lines.push('', 'regions in order:');
