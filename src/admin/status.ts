@@ -6,6 +6,7 @@ import type { TrafficSummary } from '../observe/summary.ts';
 import { MERIDIAN_VERSION } from '../version.ts';
 import { STAT } from '../observe/thread-stats.ts';
 import { certificateLabels } from '../observe/metrics.ts';
+import type { CheckDurations } from '../observe/recent-checks.ts';
 
 /** DB-IP Lite's licence asks for this attribution wherever its data is shown or used. */
 export const DBIP_CREDIT = 'IP geolocation by DB-IP (db-ip.com), CC BY 4.0';
@@ -32,12 +33,21 @@ export interface ZoneStatus {
   readonly endpoints: readonly EndpointStatus[];
 }
 
+/** What the health checks measure to a region, as meridian_endpoint_rtt_seconds and meridian_health_check_duration_seconds do. */
+export interface RegionLatency {
+  /** The smoothed probe RTTs of the region's endpoints that have one: lowest, mean and highest; null before any. */
+  readonly rttMs: { readonly min: number; readonly avg: number; readonly max: number; readonly endpoints: number } | null;
+  /** The durations of the region's latest health checks, whatever their result. */
+  readonly checks: CheckDurations;
+}
+
 export interface RegionStatus {
   readonly name: string;
   readonly lat: number;
   readonly lon: number;
   readonly local: boolean;
   readonly zones: readonly ZoneStatus[];
+  readonly latency: RegionLatency;
 }
 
 export interface GeoDatabaseStatus {
@@ -105,6 +115,14 @@ export interface StatusReport {
 
 const DAY_MS = 86_400_000;
 
+/** Lowest, mean and highest of the measured values (nulls left out), or null when none is measured. */
+function spread(values: readonly (number | null)[]): RegionLatency['rttMs'] {
+  const measured = values.filter((v) => v !== null);
+  if (measured.length === 0) return null;
+  const sum = measured.reduce((a, b) => a + b, 0);
+  return { min: Math.min(...measured), avg: sum / measured.length, max: Math.max(...measured), endpoints: measured.length };
+}
+
 const BUNDLED: ReadonlySet<string> = new Set(DEFAULT_GEO_DATABASES);
 
 export function statusReport(runtime: MeridianRuntime, now: number = Date.now()): StatusReport {
@@ -113,11 +131,15 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
   const health = runtime.health().report();
   const { self } = config.topology;
   const iso = (ms: number): string => new Date(ms).toISOString();
-  const regions = config.topology.regions.map((region) => ({
+  const regions = config.topology.regions.map((region): RegionStatus => ({
     name: region.name,
     lat: region.lat,
     lon: region.lon,
     local: region.name === self.region,
+    latency: {
+      rttMs: spread(region.zones.flatMap((zone) => zone.endpoints.map(({ index }) => health[index].rttMs))),
+      checks: runtime.metrics.recentChecks(region.name),
+    },
     zones: region.zones.map((zone) => ({
       name: zone.name,
       local: region.name === self.region && zone.name === self.zone,

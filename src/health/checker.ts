@@ -14,6 +14,11 @@ export type CheckResult = 'success' | 'failure' | 'timeout';
 export interface CheckEvent {
   readonly endpoint: Endpoint;
   readonly result: CheckResult;
+  /**
+   * From sending the probe to its result, whatever the result: a pass's whole answer, a failure when it came (a
+   * refused connection, a bad status), a timeout at `health.timeout`. A pass's duration is also its RTT sample.
+   */
+  readonly durationMs: number;
 }
 
 /** ±10 %: spreads probes from many instances so endpoints never see them in lockstep. */
@@ -60,9 +65,10 @@ export class ActiveChecker {
     const finish = (result: CheckResult, detail: string): void => {
       if (settled) return;
       settled = true;
+      const durationMs = performance.now() - started;
       const ok = result === 'success';
-      this.#state.probe(endpoint.index, ok, ok ? performance.now() - started : null, Date.now(), detail);
-      if (healthCheck.hasSubscribers) healthCheck.publish({ endpoint, result } satisfies CheckEvent);
+      this.#state.probe(endpoint.index, ok, ok ? durationMs : null, Date.now(), detail);
+      if (healthCheck.hasSubscribers) healthCheck.publish({ endpoint, result, durationMs } satisfies CheckEvent);
       this.#schedule(endpoint);
     };
     const client = endpoint.tls ? https : http;

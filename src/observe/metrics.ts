@@ -3,7 +3,7 @@
 // last one into prom-client, so a request costs no label hashing or allocation on any thread.
 import diagnostics from 'node:diagnostics_channel';
 import { basename } from 'node:path';
-import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type RegistryContentType } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric, type RegistryContentType } from 'prom-client';
 import type { Endpoint, Topology } from '../config/types.ts';
 import type { MeridianRuntime } from '../main.ts';
 import type { CheckEvent } from '../health/checker.ts';
@@ -15,6 +15,9 @@ import type { TrafficCatalog, TrafficTables } from './traffic-tables.ts';
 import { ZoneHistogram } from './zone-histogram.ts';
 import { STAT } from './thread-stats.ts';
 import { LISTENER_STAT } from './listener-stats.ts';
+import { EDGE_STAT, MAX_REDIRECT_REGIONS } from './edge-stats.ts';
+import { RecentChecks, type CheckDurations } from './recent-checks.ts';
+import { MAX_RATE_LIMIT_RULES } from '../config/defaults.ts';
 
 export const REQUESTS_TOTAL = 'meridian_requests_total';
 export const REQUEST_DURATION_SECONDS = 'meridian_request_duration_seconds';
@@ -35,6 +38,19 @@ export const TLS_HANDSHAKES_TOTAL = 'meridian_tls_handshakes_total';
 export const PROXY_PROTOCOL_REFUSED_TOTAL = 'meridian_proxy_protocol_refused_total';
 export const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS = 'meridian_tls_certificate_expiry_timestamp_seconds';
 export const HTTP_REQUESTS_BY_PROTOCOL_TOTAL = 'meridian_http_requests_by_protocol_total';
+export const ENDPOINT_RTT_SECONDS = 'meridian_endpoint_rtt_seconds';
+export const HEALTH_CHECK_DURATION_SECONDS = 'meridian_health_check_duration_seconds';
+export const RATE_LIMITED_TOTAL = 'meridian_rate_limited_total';
+export const REDIRECTS_TOTAL = 'meridian_redirects_total';
+
+/**
+ * Upper bounds of the health check duration buckets, in seconds: fine steps up to 100 ms, where same-region and
+ * near-region probes fall, then steps for cross-continent round trips (~70–300 ms); a probe slower than 2 s counts in
+ * +Inf only (health.timeout is 2 s by default, so timeouts sit at the top).
+ */
+export const HEALTH_CHECK_BUCKETS: readonly number[] = Object.freeze([
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2,
+]);
 
 /**
  * prom-client's gauges that end in `_total`, which `promtool check metrics` rejects; each is the sum of a labelled
@@ -52,7 +68,7 @@ const HANDSHAKE_RESULTS = [
  * What the exporter reads from the runtime at scrape time. `listenerStats` and `certificates` are read only when a
  * listener speaks HTTPS or takes the PROXY protocol.
  */
-export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health' | 'listenerStats' | 'certificates' | 'listeners'>;
+export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health' | 'listenerStats' | 'certificates' | 'listeners' | 'edgeStats'>;
 
 /**
  * The `certificate` label of each certificate, in order: its own label, and for a later one that shares it (an RSA
@@ -91,6 +107,8 @@ export interface MetricsExporter {
   recordReload(ok: boolean): void;
   /** Counts a data-plane worker replaced after it crashed or stopped answering. */
   recordWorkerRestart(): void;
+  /** The durations of a region's latest health checks (what the dashboard charts beside the RTTs). */
+  recentChecks(region: string): CheckDurations;
   /** Stops listening to events; the registry stays readable. */
   close(): void;
 }
@@ -129,6 +147,8 @@ class PrometheusExporter implements MetricsExporter {
   readonly #misroutes: Counter<'nearest_region'>;
   readonly #reloads: Counter<'result'>;
   readonly #workerRestarts: Counter;
+  readonly #checkDurations: Histogram<'region' | 'zone'>;
+  readonly #recentChecks = new RecentChecks();
   /** Per generation of tables: the totals up to the last scrape, so each scrape adds what came since. */
   readonly #seen = new Map<TrafficTables, Float64Array>();
   #zeroedFor: Topology | null = null;
@@ -247,7 +267,9 @@ class PrometheusExporter implements MetricsExporter {
       },
     });
     this.#workerRestarts = new Counter({ name: WORKER_RESTARTS_TOTAL, help: 'Data-plane worker threads replaced after they crashed or stopped answering.', registers });
+    this.#checkDurations = this.#latencyMetrics(registers);
     this.#edgeMetrics(registers);
+    this.#rateLimitAndRedirectMetrics(registers);
 
     this.#counterNames = this.#registry
       .getMetricsAsArray()
@@ -333,6 +355,82 @@ class PrometheusExporter implements MetricsExporter {
     byProtocol.inc({ protocol: 'h2' }, 0);
   }
 
+  /**
+   * What the health checks measure, per region: each endpoint's smoothed RTT as routing sees it (read at scrape time
+   * from the health state), and the duration of every probe. Returns the histogram, which the checks feed.
+   */
+  #latencyMetrics(registers: Registry<RegistryContentType>[]): Histogram<'region' | 'zone'> {
+    const runtime = this.#runtime;
+    new Gauge({
+      name: ENDPOINT_RTT_SECONDS,
+      help: 'Smoothed round-trip time of the active health checks that passed (the EWMA that orders zones), by endpoint; absent until one passed, and kept from the last passing one while an endpoint fails.',
+      labelNames: ['region', 'zone', 'endpoint'],
+      registers,
+      collect() {
+        this.reset();
+        // One synchronous read: plane and health are swapped together on reload, so their endpoint indexes agree.
+        const { endpoints } = runtime.plane().config.topology;
+        const { rttMs } = runtime.health();
+        for (const endpoint of endpoints) {
+          const ms = rttMs[endpoint.index];
+          if (ms !== null) this.set(endpointLabels(endpoint).base, ms / 1000);
+        }
+      },
+    });
+    return new Histogram({
+      name: HEALTH_CHECK_DURATION_SECONDS,
+      help: 'Duration of every active health check, whatever its result (passes, failures and timeouts alike; meridian_health_checks_total splits them by result), by the zone of the endpoint probed.',
+      labelNames: ['region', 'zone'],
+      buckets: [...HEALTH_CHECK_BUCKETS],
+      registers,
+    });
+  }
+
+  /**
+   * Requests the edge refused by rate-limit rule, and redirected by target region: data-plane threads count them by
+   * slot (rule i, region i) into the edge stats, and each scrape catches the counters up with the process totals.
+   * A slot keeps the last name it had, so what a rule or region counted just before a reload removed it still shows
+   * under its name; and the series of a removed rule or region stays, at its last value, rather than being dropped:
+   * a counter that disappears takes its last increments with it if no scrape saw them, while one that stays costs a
+   * line per name the config ever used, and `rate()` of it is simply 0. A rule re-added under its name carries on.
+   */
+  #rateLimitAndRedirectMetrics(registers: Registry<RegistryContentType>[]): void {
+    const runtime = this.#runtime;
+    const ruleNames: string[] = [];
+    const rulesExported = new Array<number>(MAX_RATE_LIMIT_RULES).fill(0);
+    new Counter({
+      name: RATE_LIMITED_TOTAL,
+      help: 'Requests answered 429 by a rate-limit rule, by the rule\'s name.',
+      labelNames: ['rule'],
+      registers,
+      collect() {
+        runtime.plane().config.rateLimits.rules.forEach(({ name }, i) => {
+          ruleNames[i] = name;
+          this.inc({ rule: name }, 0);
+        });
+        ruleNames.forEach((rule, i) => catchUp(this, { rule }, runtime.edgeStats.total(EDGE_STAT.rateLimited + i), rulesExported, i));
+      },
+    });
+    const regionNames: string[] = [];
+    const redirectsExported = new Array<number>(MAX_REDIRECT_REGIONS).fill(0);
+    new Counter({
+      name: REDIRECTS_TOTAL,
+      help: 'Requests answered with a redirect to their home region\'s publicHost instead of being proxied there, by that region.',
+      labelNames: ['to_region'],
+      registers,
+      collect() {
+        const { regions, self } = runtime.plane().config.topology;
+        regions.forEach(({ name, publicHost }, i) => {
+          if (i >= MAX_REDIRECT_REGIONS) return;
+          regionNames[i] = name;
+          // Only a region with a publicHost can be sent to, and never this instance's own.
+          if (publicHost !== undefined && name !== self.region) this.inc({ to_region: name }, 0);
+        });
+        regionNames.forEach((region, i) => catchUp(this, { to_region: region }, runtime.edgeStats.total(EDGE_STAT.redirected + i), redirectsExported, i));
+      },
+    });
+  }
+
   scrape(accept?: string): Promise<Scrape> {
     // One render at a time: the format is registry state, and OpenMetrics renames counters while it renders.
     const render = this.#rendering.then(() => this.#render(wantsOpenMetrics(accept)));
@@ -346,6 +444,10 @@ class PrometheusExporter implements MetricsExporter {
 
   recordWorkerRestart(): void {
     this.#workerRestarts.inc();
+  }
+
+  recentChecks(region: string): CheckDurations {
+    return this.#recentChecks.durations(region);
   }
 
   close(): void {
@@ -365,7 +467,7 @@ class PrometheusExporter implements MetricsExporter {
     }
   }
 
-  /** Every endpoint's counters exist from the start, so `increase()` sees the first ejection of each. */
+  /** Every endpoint's and zone's series exist from the start, so `increase()` sees the first ejection of each. */
   #zeroFor(topology: Topology): void {
     if (topology === this.#zeroedFor) return;
     this.#zeroedFor = topology;
@@ -373,6 +475,7 @@ class PrometheusExporter implements MetricsExporter {
       const labels = endpointLabels(endpoint);
       this.#ejections.inc(labels.base, 0);
       for (const result of CHECK_RESULTS) this.#healthChecks.inc(labels.checks[result], 0);
+      this.#checkDurations.zero({ region: endpoint.region, zone: endpoint.zone });
     }
   }
 
@@ -423,9 +526,12 @@ class PrometheusExporter implements MetricsExporter {
     return delta;
   }
 
+  // The checker runs on this thread and publishes synchronously, so every probe lands here as it ends.
   readonly #onCheck = (message: unknown): void => {
-    const { endpoint, result } = message as CheckEvent;
+    const { endpoint, result, durationMs } = message as CheckEvent;
     this.#healthChecks.inc(endpointLabels(endpoint).checks[result]);
+    this.#checkDurations.observe({ region: endpoint.region, zone: endpoint.zone }, durationMs / 1000);
+    this.#recentChecks.record(endpoint.region, durationMs);
   };
 
   readonly #onHealthChange = (message: unknown): void => {

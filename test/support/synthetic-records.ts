@@ -5,6 +5,7 @@ import type { Endpoint, MeridianConfig, Topology } from '../../src/config/types.
 import type { ExchangeRecord, FailoverRecord, RetryReason, TunnelRecord } from '../../src/proxy/record.ts';
 import type { MetricsSource } from '../../src/observe/metrics.ts';
 import { ThreadStats } from '../../src/observe/thread-stats.ts';
+import { EdgeStats } from '../../src/observe/edge-stats.ts';
 
 /** Two regions of two zones, one with two endpoints: plain data, so a worker compiles the same topology. */
 export const TWO_REGIONS = {
@@ -81,7 +82,8 @@ export function quietRuntime(config: () => MeridianConfig): MetricsSource {
     stats: new ThreadStats(1),
     locator: { databases: [] },
     plane: () => ({ config: config() }),
-    health: () => ({ snapshot: { usable: [] } }),
+    edgeStats: new EdgeStats(1),
+    health: () => ({ snapshot: { usable: [] }, rttMs: [] }),
     listeners: () => config().listen.map((settings) => ({ settings, port: settings.port })),
   } as unknown as MetricsSource;
 }
