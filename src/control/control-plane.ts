@@ -19,6 +19,8 @@ import { describeReload, openDatabasesFor, type ReloadResult } from './reload-st
 import type { CertificateStore } from './certificate-store.ts';
 import { CertificateError } from '../listen/certificates.ts';
 import { NO_TLS, type TlsSnapshot } from '../listen/tls.ts';
+import type { RateBuckets } from '../proxy/rate-buckets.ts';
+import { allocateBuckets, sameBuckets } from '../proxy/rate-limit.ts';
 
 /**
  * What serves the data plane: it takes each new snapshot whole. `plane` is built on this thread (the in-process data
@@ -63,6 +65,8 @@ export class ControlPlane {
   #version = 1;
   #health: HealthWorld;
   #plane: DataPlane;
+  /** The rate limits' buckets, shared with every worker; kept across reloads that keep the same groups and rules. */
+  #rateBuckets: RateBuckets;
   #target: DataPlaneTarget | null = null;
   /** The last TLS snapshot made from the certificate store, reused until its generation moves. */
   #tlsMemo: TlsSnapshot | null = null;
@@ -81,6 +85,7 @@ export class ControlPlane {
     this.#threads = parts.threads;
     this.traffic = parts.traffic;
     this.#health = this.#buildHealth(initial);
+    this.#rateBuckets = allocateBuckets(initial.rateLimits);
     this.#plane = this.#planeFor(initial, this.#health);
   }
 
@@ -96,6 +101,8 @@ export class ControlPlane {
     const { locator, uploadPins } = this;
     const world = this.#health;
     const pins = uploadPins.memory;
+    // The plane's own table: a snapshot never pairs a config with buckets laid out for another.
+    const { rateBuckets } = this.#plane;
     return {
       config: { version: this.#version, input: this.#config.input },
       health: world.state.snapshot,
@@ -103,6 +110,7 @@ export class ControlPlane {
       // `geo.cacheSize` bounds the process: each worker caches its share, so memory does not grow with the workers.
       geo: { generation: this.#generationOf(locator.open), databases: locator.published, cacheSize: Math.ceil(this.#config.geo.cacheSize / this.#threads) },
       pins: { generation: this.#generationOf(pins.uploads), memory: pins },
+      rateLimits: { generation: this.#generationOf(rateBuckets), memory: rateBuckets.descriptor },
       tls: this.#plane.tls,
       trafficTables: this.#catalog.describe(this.#config.topology),
     };
@@ -221,11 +229,13 @@ export class ControlPlane {
     }
     const swapGeo = this.locator.prepare(opened.databases, next.geo.cacheSize);
     const swapPins = this.uploadPins.prepare(next.routing.uploadPinning.ttl, next.routing.uploadPinning.maxEntries);
+    // Buckets are kept while they mean the same clients and rules; otherwise every client starts with full buckets.
+    const rateBuckets = sameBuckets(this.#config.rateLimits, next.rateLimits) ? this.#rateBuckets : allocateBuckets(next.rateLimits);
     const previous = this.#health;
     const world = sameHealthWorld(this.#config, next) ? previous : this.#buildHealth(next);
     let plane: DataPlane;
     try {
-      plane = this.#planeFor(next, world);
+      plane = this.#planeFor(next, world, rateBuckets);
     } catch (err) {
       if (world !== previous) world.checker.stop();
       try {
@@ -241,6 +251,7 @@ export class ControlPlane {
     swapCertificates();
     swapGeo();
     swapPins();
+    this.#rateBuckets = rateBuckets;
     this.#config = next;
     this.#health = world;
     this.#version++;
@@ -267,9 +278,10 @@ export class ControlPlane {
     });
   }
 
-  #planeFor(config: MeridianConfig, world: HealthWorld): DataPlane {
+  #planeFor(config: MeridianConfig, world: HealthWorld, rateBuckets = this.#rateBuckets): DataPlane {
     const { pools, traffic, locator, uploadPins } = this;
-    return createDataPlane(config, createGeoRouter(config, world.state.snapshot), { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier, tls: this.#tls() });
+    const parts = { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier, tls: this.#tls(), rateBuckets };
+    return createDataPlane(config, createGeoRouter(config, world.state.snapshot), parts);
   }
 
   /** The store's certificates and ticket key as plain data, made once per generation. */

@@ -36,10 +36,17 @@ export const KINDS = Object.freeze({
   headersTooLarge: kind('MERIDIAN_HEADERS_TOO_LARGE', 431, 'meridian_headers_too_large', 'downstream', true, 'The request headers are too large.'),
   requestTimeout: kind('MERIDIAN_REQUEST_TIMEOUT', 408, 'meridian_request_timeout', 'downstream', true, 'The request was not received in time.'),
   internal: kind('MERIDIAN_INTERNAL', 500, 'meridian_internal_error', 'internal', false, 'Meridian failed to handle the request.'),
+  /**
+   * A per-client rate limit refused the request (src/proxy/rate-limit.ts). Appwrite's own limit answers 429 with
+   * type `general_rate_limit_exceeded`; ours has a type of its own, so a client can tell the edge's limit from the API's.
+   */
+  rateLimited: kind('MERIDIAN_RATE_LIMITED', 429, 'meridian_rate_limited', 'downstream', true, 'Too many requests from this client.'),
 });
 
 export class ProxyError extends Error {
   readonly kind: ProxyErrorKind;
+  /** Whole seconds for a `Retry-After` header on the answer; only a rate-limit refusal has one. */
+  retryAfter: number | undefined = undefined;
   get code(): string {
     return this.kind.code;
   }
@@ -85,6 +92,13 @@ export function translateUpstreamError(err: unknown): ProxyError {
   }
 }
 
+/** A 429 for rate-limit rule `rule`, to be retried after `retryAfter` seconds. */
+export function rateLimitedError(rule: string, retryAfter: number): ProxyError {
+  const error = new ProxyError(KINDS.rateLimited, undefined, `Too many requests from this client: rate limit "${rule}" allows more in ${retryAfter} s.`);
+  error.retryAfter = retryAfter;
+  return error;
+}
+
 /** The Appwrite-shaped JSON body of a Meridian error, shared by every path that answers with one. */
 export function errorBody(error: ProxyError): string {
   return JSON.stringify({ message: error.message, code: error.status, type: error.kind.type, version: MERIDIAN_VERSION });
@@ -121,6 +135,7 @@ export function sendError(req: IncomingMessage, res: ServerResponse, error: Prox
     headers['vary'] = 'Origin';
   }
   if (requestId) headers['x-request-id'] = requestId;
+  if (error.retryAfter !== undefined) headers['retry-after'] = error.retryAfter;
   // Nothing will consume the rest of the body now: read and drop it until the connection closes.
   if (closeIfBodyArriving(req, res)) req.resume();
   res.writeHead(error.status, headers);

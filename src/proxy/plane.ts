@@ -9,6 +9,8 @@ import type { OutcomeSink } from '../health/outlier.ts';
 import { STAT, STAT_ROW } from '../observe/thread-stats.ts';
 import { EDGE_ROW, EDGE_STAT } from '../observe/edge-stats.ts';
 import type { TlsSnapshot } from '../listen/tls.ts';
+import type { RateBuckets } from './rate-buckets.ts';
+import { RateLimiter } from './rate-limit.ts';
 
 /** Built once per config load and swapped as one reference; requests keep the snapshot they started with. */
 export interface DataPlane {
@@ -25,6 +27,10 @@ export interface DataPlane {
   readonly outcomes: OutcomeSink;
   /** The certificates and session-ticket key the HTTPS listeners serve with (plain data; src/listen/tls.ts builds contexts). */
   readonly tls: TlsSnapshot;
+  /** The process-wide token buckets of the rate limits (src/proxy/rate-buckets.ts). */
+  readonly rateBuckets: RateBuckets;
+  /** This config's rate-limit rules over `rateBuckets`. */
+  readonly rateLimiter: RateLimiter;
 }
 
 /** Long-lived parts that a new snapshot reuses. */
@@ -37,6 +43,8 @@ export interface DataPlaneParts {
   readonly load: EndpointLoadTable;
   readonly outcomes: OutcomeSink;
   readonly tls: TlsSnapshot;
+  /** Kept across reloads that keep the same rate-limit groups and rules; each snapshot gets its own limiter over them. */
+  readonly rateBuckets: RateBuckets;
 }
 
 export function createDataPlane(config: MeridianConfig, router: Router, parts: DataPlaneParts): DataPlane {
@@ -44,7 +52,8 @@ export function createDataPlane(config: MeridianConfig, router: Router, parts: D
   const routingHeaders = config.topology.endpoints.map((e) =>
     config.headers.routingHeaders ? Object.freeze(['x-meridian-region', e.region, 'x-meridian-zone', e.zone]) : null,
   );
-  return Object.freeze({ ...parts, pools, config, router, routingHeaders: Object.freeze(routingHeaders) });
+  const rateLimiter = new RateLimiter(config.rateLimits, config.input.geo.trustedProxies, parts.rateBuckets);
+  return Object.freeze({ ...parts, pools, config, router, routingHeaders: Object.freeze(routingHeaders), rateLimiter });
 }
 
 /** Slots of the process-wide traffic counters; each thread's share of them follows, a 64-byte row per thread. */

@@ -15,6 +15,7 @@ import { MeridianH2Response, STREAM_EXCHANGE, type ExchangeStream } from './http
 import type { DataPlane } from './plane.ts';
 import type { ListenerSettings, Timeouts } from '../config/types.ts';
 import { hasDuplicateHost, identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
+import { overLimit } from './rate-limit.ts';
 
 /**
  * The request path of every listener: HTTP/1.1 requests, upgrades and connections from the node servers the
@@ -78,6 +79,14 @@ export class ProxyServer {
       return;
     }
     identifyClient(exchange, plane);
+    // Rate limits, by the client just identified; without rules, this length check is all they cost.
+    if (plane.config.rateLimits.rules.length !== 0) {
+      const refused = overLimit(plane, exchange.clientIp, exchange.host, req.url ?? '/', req.method ?? 'GET', startedAt);
+      if (refused !== null) {
+        exchange.fail(refused);
+        return;
+      }
+    }
     exchange.location = plane.locator.locate(exchange.clientIp);
     const headers = req.headers;
     exchange.project = projectOf(req, plane);

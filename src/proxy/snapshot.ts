@@ -6,6 +6,7 @@ import type { PublishedGeoDatabase } from '../geo/database.ts';
 import type { TrafficTablesDescriptor } from '../observe/traffic-tables.ts';
 import type { SharedTables } from './shared-tables.ts';
 import type { UploadPinsMemory } from './upload-pins.ts';
+import type { RateBucketsDescriptor } from './rate-buckets.ts';
 import type { TlsSnapshot } from '../listen/tls.ts';
 import type { ListenerAddress } from '../listen/listeners.ts';
 
@@ -25,6 +26,8 @@ export interface PlaneSnapshot {
   readonly tables: { readonly generation: number; readonly shared: SharedTables };
   readonly geo: { readonly generation: number; readonly databases: readonly PublishedGeoDatabase[]; readonly cacheSize: number };
   readonly pins: { readonly generation: number; readonly memory: UploadPinsMemory };
+  /** The rate limits' bucket table; a reload that changes the client groups, their bound or the rules brings a new one. */
+  readonly rateLimits: { readonly generation: number; readonly memory: RateBucketsDescriptor };
   /** Certificates (PEM text) and the session-ticket key; a worker rebuilds its TLS contexts when the generation moves. */
   readonly tls: TlsSnapshot;
   /** The metric tables covering this config's topology; attached before the snapshot serves. */

@@ -11,6 +11,7 @@ import { errorBody, fenceExhausted, KINDS, ProxyError, translateUpstreamError } 
 import { tunnelClose, tunnelOpen } from './events.ts';
 import { recordTunnel, type TunnelCloseReason } from './record.ts';
 import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
+import { overLimit } from './rate-limit.ts';
 import { settleTarget } from './request-target.ts';
 import type { DataPlane, TunnelHandle } from './plane.ts';
 import { handshakeProblem, SUPPORTED_VERSION_HEADER } from './websocket-handshake.ts';
@@ -190,6 +191,14 @@ export function handleUpgrade(plane: DataPlane, req: IncomingMessage, socket: So
     return;
   }
   identifyClient(tunnel, plane);
+  // Rate limits as for requests, before any upstream is contacted.
+  if (plane.config.rateLimits.rules.length !== 0) {
+    const refused = overLimit(plane, tunnel.clientIp, tunnel.host, req.url ?? '/', req.method ?? 'GET', tunnel.startedAt);
+    if (refused !== null) {
+      tunnel.refuse(refused, `retry-after: ${refused.retryAfter}\r\n`);
+      return;
+    }
+  }
   tunnel.location = plane.locator.locate(tunnel.clientIp);
   tunnel.project = projectOf(req, plane);
   tunnel.decision = plane.router.route(tunnel);

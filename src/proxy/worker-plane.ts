@@ -13,6 +13,7 @@ import { UpstreamPools } from './pools.ts';
 import { createDataPlane, Traffic, type DataPlane } from './plane.ts';
 import { openEndpointTables, type EndpointTables } from './shared-tables.ts';
 import { UploadPins } from './upload-pins.ts';
+import { RateBuckets } from './rate-buckets.ts';
 import type { PlaneSnapshot, WorkerInit } from './snapshot.ts';
 
 /** How this thread tells the control plane that an endpoint's failures reached the threshold, naming the tables. */
@@ -29,6 +30,7 @@ export class WorkerPlanes {
   #tables: { readonly generation: number; readonly views: EndpointTables } | null = null;
   #geoGeneration: number;
   #pins: { readonly generation: number; readonly pins: UploadPins } | null = null;
+  #rateBuckets: { readonly generation: number; readonly buckets: RateBuckets } | null = null;
 
   constructor(init: WorkerInit, report: ReportThreshold) {
     const row = new ThreadStats(init.stats).row(init.slot);
@@ -46,6 +48,7 @@ export class WorkerPlanes {
     const config = this.#configFor(snapshot.config);
     const outcomes = this.#tablesFor(snapshot.tables, config);
     const uploadPins = this.#pinsFor(snapshot.pins);
+    const rateBuckets = this.#bucketsFor(snapshot.rateLimits);
     const { geo } = snapshot;
     if (geo.generation !== this.#geoGeneration || geo.cacheSize !== this.locator.cache.max) {
       const databases = geo.generation === this.#geoGeneration ? this.locator.open : geo.databases.map(attachGeoDatabase);
@@ -55,7 +58,7 @@ export class WorkerPlanes {
     // Before the snapshot serves: the first record of a new zone must find its slots.
     this.recorder.attach(snapshot.trafficTables);
     const { pools, traffic, locator } = this;
-    return createDataPlane(config, createGeoRouter(config, snapshot.health), { pools, traffic, locator, uploadPins, load: outcomes.load, outcomes: outcomes.outcomes, tls: snapshot.tls });
+    return createDataPlane(config, createGeoRouter(config, snapshot.health), { pools, traffic, locator, uploadPins, load: outcomes.load, outcomes: outcomes.outcomes, tls: snapshot.tls, rateBuckets });
   }
 
   #configFor({ version, input }: PlaneSnapshot['config']): MeridianConfig {
@@ -74,5 +77,10 @@ export class WorkerPlanes {
   #pinsFor({ generation, memory }: PlaneSnapshot['pins']): UploadPins {
     if (this.#pins?.generation !== generation) this.#pins = { generation, pins: new UploadPins(memory) };
     return this.#pins.pins;
+  }
+
+  #bucketsFor({ generation, memory }: PlaneSnapshot['rateLimits']): RateBuckets {
+    if (this.#rateBuckets?.generation !== generation) this.#rateBuckets = { generation, buckets: RateBuckets.attach(memory) };
+    return this.#rateBuckets.buckets;
   }
 }
