@@ -4,11 +4,12 @@
 import type { ParsedConfig } from './schema.ts';
 import { ConfigError, type ConfigProblem } from './errors.ts';
 import { catalogLocation } from './catalog.ts';
-import { MIN_WEBSOCKET_IDLE_TIMEOUT_MS } from './defaults.ts';
+import { MAX_RATE_TABLE_BYTES, MIN_WEBSOCKET_IDLE_TIMEOUT_MS } from './defaults.ts';
 import { compileGeo, compileRouting } from './compile-routing.ts';
 import { compileListeners } from './compile-listeners.ts';
 import type { AllowedHost, Endpoint, MeridianConfig, RateLimits, Region, Topology, Zone } from './types.ts';
 import { compileMatch } from '../routing/request-match.ts';
+import { rateTableBytes } from '../proxy/rate-buckets.ts';
 
 /**
  * The snapshot of a validated config; `source` names the file in errors. `config.input` keeps a copy of `parsed`
@@ -60,6 +61,11 @@ function compileRateLimits(limits: ParsedConfig['rateLimits'], problems: ConfigP
     if (earlier !== undefined) problems.push({ path: `rateLimits.rules[${i}].name`, message: `"${rule.name}" is also the name of rateLimits.rules[${earlier}]` });
     seen.set(rule.name, i);
   });
+  const bytes = rateTableBytes(limits.maxClients, limits.rules.length);
+  // Allocated whole at start and on reload: a table that cannot fit must be refused here, not crash the start.
+  if (bytes > MAX_RATE_TABLE_BYTES) {
+    problems.push({ path: 'rateLimits.maxClients', message: `${limits.maxClients} clients × ${limits.rules.length} rules need ${Math.ceil(bytes / 2 ** 20)} MiB of shared memory; at most ${MAX_RATE_TABLE_BYTES / 2 ** 20} MiB` });
+  }
   return {
     ipv4Prefix: limits.ipv4Prefix,
     ipv6Prefix: limits.ipv6Prefix,

@@ -71,6 +71,8 @@ export const DEFAULT_RATE_LIMIT_IPV4_PREFIX = 32;
 /** One IPv6 subscriber usually holds a /64: limiting single addresses would let it rotate through 2^64 of them. */
 export const DEFAULT_RATE_LIMIT_IPV6_PREFIX = 64;
 export const DEFAULT_RATE_LIMIT_MAX_CLIENTS = 100_000;
+/** The rate-limit table is shared memory allocated up front: a config asking for more is refused. */
+export const MAX_RATE_TABLE_BYTES = 1024 * 2 ** 20;
 /** Rules are counted in fixed shared-memory slots (src/observe/edge-stats.ts). */
 export const MAX_RATE_LIMIT_RULES = 32;
 

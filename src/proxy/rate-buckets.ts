@@ -61,6 +61,15 @@ export interface RateBucketsDescriptor {
 /** The value of `take` when every bucket had a token (or the table could not be checked). */
 export const PASSED = -1;
 
+function tableCapacity(maxClients: number, rules: number): number {
+  return rules === 0 ? 1 : 2 ** Math.ceil(Math.log2(2 * maxClients));
+}
+
+/** The bytes a table for `maxClients` groups and `rules` rules takes: checked at config load, before it is allocated. */
+export function rateTableBytes(maxClients: number, rules: number): number {
+  return HEADER_BYTES + tableCapacity(maxClients, rules) * slotBytes(rules);
+}
+
 export class RateBuckets {
   readonly descriptor: RateBucketsDescriptor;
   /** After `take` refused: ms until the refusing bucket holds a token again. */
@@ -84,7 +93,7 @@ export class RateBuckets {
   static create(maxClients: number, rules: number, now: number): RateBuckets {
     if (!Number.isInteger(maxClients) || maxClients < 1) throw new RangeError(`maxClients must be a positive integer, not ${maxClients}`);
     if (!Number.isInteger(rules) || rules < 0 || rules > 32) throw new RangeError(`a bucket table holds 0 to 32 rules, not ${rules}`);
-    const capacity = rules === 0 ? 1 : 2 ** Math.ceil(Math.log2(2 * maxClients));
+    const capacity = tableCapacity(maxClients, rules);
     const buffer = new SharedArrayBuffer(HEADER_BYTES + capacity * slotBytes(rules));
     return new RateBuckets({ buffer, capacity, rules, maxClients, epochMs: Math.floor(now) });
   }
