@@ -224,7 +224,7 @@ describe('a real Prometheus server', () => {
       200,
     );
     expect(rules.filter((r) => r.health !== 'ok').map((r) => `${r.name}: ${r.lastError}`)).toEqual([]);
-    expect(rules).toHaveLength(8);
+    expect(rules).toHaveLength(9);
     // The certificate made for 5 days matches the expiry rule at once, and waits out its `for` as pending.
     const expiring = await until(
       async () => {
@@ -246,8 +246,15 @@ describe('a real Prometheus server', () => {
       const answer = await prometheus.query(concrete(expr));
       expect({ panel, expr, status: answer.status, error: answer.error }).toEqual({ panel, expr, status: 'success', error: undefined });
     }
-    // The panels of the per-region latency, rate-limit and redirect series find them (once two scrapes give rate() its samples).
-    const found = ['Probe RTT by region, from each instance region', 'Health check duration p50 / p99 by region', 'Rate-limited requests/s by rule', 'Redirects/s by target region'];
+    // The panels of the per-region latency, rate-limit, redirect and misroute series find them (once two scrapes give rate() its samples).
+    const found = [
+      'Probe RTT by region, from each instance region',
+      'Health check duration p50 / p99 by region',
+      'Rate-limited requests/s by rule',
+      'Redirects/s by target region',
+      'Misroutes/s by reason',
+      'Misroute extra distance (km), misroutes per bucket (range)',
+    ];
     for (const { panel, expr } of queries.filter((q) => found.includes(q.panel))) {
       await until(async () => ((await prometheus.query(concrete(expr))).data?.result.length ?? 0) > 0, `a series for ${panel}: ${expr}`, PROMETHEUS_DEADLINE_MS, 200);
     }

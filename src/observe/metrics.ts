@@ -11,7 +11,8 @@ import type { HealthChange } from '../health/state.ts';
 import type { GeoOutcome } from '../geo/locator.ts';
 import { healthChange, healthCheck } from '../health/events.ts';
 import { CHECK_RESULTS, CODES, METHODS, RETRY_REASONS, endpointLabels } from './labels.ts';
-import type { TrafficCatalog, TrafficTables } from './traffic-tables.ts';
+import { MISROUTE_KM_BUCKETS, MISROUTE_KM_WIDTH, type TrafficCatalog, type TrafficTables } from './traffic-tables.ts';
+import { MISROUTE_REASONS } from '../routing/types.ts';
 import { ZoneHistogram } from './zone-histogram.ts';
 import { STAT } from './thread-stats.ts';
 import { LISTENER_STAT } from './listener-stats.ts';
@@ -29,6 +30,8 @@ export const FAILOVERS_TOTAL = 'meridian_failovers_total';
 export const EJECTIONS_TOTAL = 'meridian_ejections_total';
 export const GEO_LOOKUPS_TOTAL = 'meridian_geo_lookups_total';
 export const MISROUTES_TOTAL = 'meridian_misroutes_total';
+export const MISROUTES_BY_REASON_TOTAL = 'meridian_misroutes_by_reason_total';
+export const MISROUTE_EXTRA_DISTANCE_KM = 'meridian_misroute_extra_distance_km';
 export const OPEN_CONNECTIONS = 'meridian_open_connections';
 export const GEO_DATABASE_BUILD_TIMESTAMP_SECONDS = 'meridian_geo_database_build_timestamp_seconds';
 export const CONFIG_RELOADS_TOTAL = 'meridian_config_reloads_total';
@@ -145,6 +148,8 @@ class PrometheusExporter implements MetricsExporter {
   readonly #failovers: Counter<'from_region' | 'to_region'>;
   readonly #ejections: Counter<'region' | 'zone' | 'endpoint'>;
   readonly #misroutes: Counter<'nearest_region'>;
+  readonly #misroutesByReason: Counter<'reason'>;
+  readonly #misrouteKm = new ReasonKmHistogram();
   readonly #reloads: Counter<'result'>;
   readonly #workerRestarts: Counter;
   readonly #checkDurations: Histogram<'region' | 'zone'>;
@@ -224,6 +229,16 @@ class PrometheusExporter implements MetricsExporter {
       labelNames: ['nearest_region'],
       registers,
     });
+    // What a misroute cost (the rule is in routing/geo-router.ts, misrouteCost): requests and tunnels served farther
+    // than the client's nearest region, by why, and how much farther. Every reason exists from the start.
+    this.#misroutesByReason = new Counter({
+      name: MISROUTES_BY_REASON_TOTAL,
+      help: 'Requests and WebSocket tunnels served from a region farther than the client\'s nearest region by more than localPreferenceKm, by reason: geodns (GeoDNS sent the client here), failover (the home region\'s endpoints did not serve), fence, affinity.',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of MISROUTE_REASONS) this.#misroutesByReason.inc({ reason }, 0);
+    this.#registry.registerMetric(this.#misrouteKm as unknown as Metric);
     new Gauge({
       name: OPEN_CONNECTIONS,
       help: 'Open downstream connections: HTTP keep-alive connections and WebSocket tunnels.',
@@ -506,6 +521,12 @@ class PrometheusExporter implements MetricsExporter {
         const count = delta[tables.retriesAt + reason];
         if (count !== 0) this.#retries.inc({ reason: RETRY_REASONS[reason] }, count);
       }
+      for (let reason = 0; reason < MISROUTE_REASONS.length; reason++) {
+        let count = 0;
+        for (let b = 0; b < MISROUTE_KM_WIDTH; b++) count += delta[tables.misrouteKmAt + reason * MISROUTE_KM_WIDTH + b];
+        if (count !== 0) this.#misroutesByReason.inc({ reason: MISROUTE_REASONS[reason] }, count);
+      }
+      this.#misrouteKm.add(delta, tables.misrouteKmAt, tables.misrouteKmSumsAt);
     }
   }
 
@@ -538,4 +559,38 @@ class PrometheusExporter implements MetricsExporter {
     const { change, endpoint } = message as { change: HealthChange; endpoint: Endpoint };
     if (change.kind === 'ejected') this.#ejections.inc(endpointLabels(endpoint).base);
   };
+}
+
+/**
+ * `meridian_misroute_extra_distance_km{reason}`, fed from the tables' bucket counts at scrape time (prom-client's
+ * Histogram takes single observations only), in the shape the Registry renders. The counter by reason is its count.
+ */
+class ReasonKmHistogram {
+  readonly name = MISROUTE_EXTRA_DISTANCE_KM;
+  readonly help = 'Extra great-circle distance of each misroute, in km: how much farther the region that served the client is than its nearest region, by reason.';
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  /** Non-cumulative counts per reason, +Inf last; then the sums in km. */
+  readonly #buckets = new Float64Array(MISROUTE_REASONS.length * MISROUTE_KM_WIDTH);
+  readonly #sums = new Float64Array(MISROUTE_REASONS.length);
+
+  add(delta: Float64Array, bucketsAt: number, sumsAt: number): void {
+    for (let i = 0; i < this.#buckets.length; i++) this.#buckets[i] += delta[bucketsAt + i];
+    for (let r = 0; r < this.#sums.length; r++) this.#sums[r] += delta[sumsAt + r];
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { metricName: string; labels: Record<string, string | number>; value: number }[] }> {
+    const { name } = this;
+    const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+    MISROUTE_REASONS.forEach((reason, r) => {
+      let cumulative = 0;
+      for (let b = 0; b < MISROUTE_KM_WIDTH; b++) {
+        cumulative += this.#buckets[r * MISROUTE_KM_WIDTH + b];
+        values.push({ metricName: `${name}_bucket`, labels: { reason, le: b < MISROUTE_KM_BUCKETS.length ? MISROUTE_KM_BUCKETS[b] : '+Inf' }, value: cumulative });
+      }
+      values.push({ metricName: `${name}_sum`, labels: { reason }, value: this.#sums[r] });
+      values.push({ metricName: `${name}_count`, labels: { reason }, value: cumulative });
+    });
+    return { name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
 }

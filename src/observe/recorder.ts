@@ -7,7 +7,7 @@ import type { ExchangeRecord, FailoverRecord, TunnelRecord } from '../proxy/reco
 import { exchangeEnd, exchangeFailover, tunnelClose } from '../proxy/events.ts';
 import { countryIndex } from './country-traffic.ts';
 import { CODE_5XX, CODES, METHODS, codeIndex, retryIndex } from './labels.ts';
-import { LATENCY_BUCKETS, LATENCY_WIDTH, NONE_SLOT, SUMMARY_BUCKETS, TrafficTables, summaryBucket, type TrafficTablesDescriptor } from './traffic-tables.ts';
+import { LATENCY_BUCKETS, LATENCY_WIDTH, MISROUTE_KM_BUCKETS, MISROUTE_KM_WIDTH, NONE_SLOT, SUMMARY_BUCKETS, TrafficTables, summaryBucket, type TrafficTablesDescriptor } from './traffic-tables.ts';
 
 /** A topology's endpoints, by index, in the tables' zone slots and region indexes. */
 interface TopologySlots {
@@ -22,7 +22,8 @@ export type CoverTopology = (topology: Topology) => TrafficTablesDescriptor;
 /**
  * Per finished exchange: the request count, the duration histogram's bucket and sum, the upstream histogram's when
  * headers came, the summary's latency bucket for the second, and for a located client its country's total and cell:
- * six atomic additions, eight when located; one more for an error, a misroute or a new second.
+ * six atomic additions, eight when located; one more for an error, a misroute or a new second, two more for a
+ * misroute's cost (its reason's km bucket and km sum).
  */
 export class TrafficRecorder {
   #tables: TrafficTables;
@@ -116,6 +117,8 @@ export class TrafficRecorder {
       if (country >= 0) Atomics.add(counts, start + tables.countryCellsAt + country * tables.columns + (endpoint === null ? 0 : slots.regionOf[endpoint.index] + 1), 1);
     }
     if (record.misrouteNearest !== null) countMisroute(tables, tables.misroutesAt, record.misrouteNearest);
+    const reason = record.misrouteReason;
+    if (reason !== undefined && reason >= 0) countCost(tables, reason, record.misrouteKm ?? 0);
   }
 
   countFailover({ topology, from, to, reason }: FailoverRecord): void {
@@ -126,8 +129,9 @@ export class TrafficRecorder {
     tables.failoverLog.append(Date.now(), reason, from, to);
   }
 
-  countTunnel({ misrouteNearest }: TunnelRecord): void {
+  countTunnel({ misrouteNearest, misrouteReason, misrouteKm }: TunnelRecord): void {
     if (misrouteNearest !== null) countMisroute(this.#tables, this.#tables.tunnelMisroutesAt, misrouteNearest);
+    if (misrouteReason !== undefined && misrouteReason >= 0) countCost(this.#tables, misrouteReason, misrouteKm ?? 0);
   }
 
   readonly #onExchangeEnd = (message: unknown): void => this.countExchange(message as ExchangeRecord);
@@ -162,4 +166,12 @@ function observe(totals: BigInt64Array<SharedArrayBuffer>, bucketsAt: number, su
 function countMisroute(tables: TrafficTables, at: number, nearest: string): void {
   const region = tables.regionIndex(nearest);
   if (region !== -1) Atomics.add(tables.totals, at + region, 1n);
+}
+
+/** A misroute's extra distance: its bucket under its reason, and the whole km into the reason's sum. */
+function countCost(tables: TrafficTables, reason: number, km: number): void {
+  let bucket = 0;
+  while (bucket < MISROUTE_KM_BUCKETS.length && km > MISROUTE_KM_BUCKETS[bucket]) bucket++;
+  Atomics.add(tables.totals, tables.misrouteKmAt + reason * MISROUTE_KM_WIDTH + bucket, 1n);
+  Atomics.add(tables.totals, tables.misrouteKmSumsAt + reason, BigInt(Math.round(km)));
 }

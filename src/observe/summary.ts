@@ -6,7 +6,8 @@ import type { MeridianRuntime } from '../main.ts';
 import { countryTraffic, COUNTRY_CODES, type CountryTraffic } from './country-traffic.ts';
 import type { RecentFailover } from './failover-log.ts';
 import { CODE_5XX, CODES, METHODS, NONE } from './labels.ts';
-import { NONE_SLOT, STEPS_PER_OCTAVE, SUMMARY_BUCKETS, SUMMARY_WINDOW_SECONDS, type TrafficCatalog, type TrafficTables } from './traffic-tables.ts';
+import { MISROUTE_REASONS, type MisrouteReason } from '../routing/types.ts';
+import { MISROUTE_KM_BUCKETS, MISROUTE_KM_WIDTH, NONE_SLOT, STEPS_PER_OCTAVE, SUMMARY_BUCKETS, SUMMARY_WINDOW_SECONDS, type TrafficCatalog, type TrafficTables } from './traffic-tables.ts';
 
 /** Seconds are counted on the records' clock: epoch milliseconds that only move forward (timeOrigin + performance.now()). */
 const TIME_ORIGIN = performance.timeOrigin;
@@ -39,6 +40,15 @@ export interface TrafficSummary {
   readonly failovers: readonly RecentFailover[];
   /** Since start: requests that another region was nearer for, by that region. */
   readonly misroutes: Readonly<Record<string, number>>;
+  /** Since start, requests and tunnels: what misroutes cost, by the rule in routing/geo-router.ts (misrouteCost). */
+  readonly misrouteCost: MisrouteCostSummary;
+}
+
+export interface MisrouteCostSummary {
+  /** Every reason, with its count and the sum of its extra distances in km. */
+  readonly byReason: Readonly<Record<MisrouteReason, { readonly count: number; readonly extraKm: number }>>;
+  /** All reasons together, per extra-distance bucket (non-cumulative); `leKm` null is the one beyond the last bound. */
+  readonly buckets: readonly { readonly leKm: number | null; readonly count: number }[];
 }
 
 export interface TrafficSummarizer {
@@ -86,6 +96,7 @@ export function summarize(catalog: TrafficCatalog, topology: Topology, nowSecond
     countries: countries(windows, newest, seconds),
     failovers: catalog.failoverLog.recent(),
     misroutes: misroutes(windows),
+    misrouteCost: misrouteCost(catalog.generations),
   };
 }
 
@@ -162,4 +173,20 @@ function misroutes(windows: readonly WindowSlots[]): Record<string, number> {
     });
   }
   return byRegion;
+}
+
+function misrouteCost(generations: readonly TrafficTables[]): MisrouteCostSummary {
+  const counts = new Float64Array(MISROUTE_KM_WIDTH);
+  const byReason = Object.fromEntries(MISROUTE_REASONS.map((reason) => [reason, { count: 0, extraKm: 0 }])) as Record<MisrouteReason, { count: number; extraKm: number }>;
+  for (const tables of generations) {
+    MISROUTE_REASONS.forEach((reason, r) => {
+      for (let b = 0; b < MISROUTE_KM_WIDTH; b++) {
+        const count = tables.total(tables.misrouteKmAt + r * MISROUTE_KM_WIDTH + b);
+        counts[b] += count;
+        byReason[reason].count += count;
+      }
+      byReason[reason].extraKm += tables.total(tables.misrouteKmSumsAt + r);
+    });
+  }
+  return { byReason, buckets: Array.from(counts, (count, b) => ({ leKm: b < MISROUTE_KM_BUCKETS.length ? MISROUTE_KM_BUCKETS[b] : null, count })) };
 }

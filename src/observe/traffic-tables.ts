@@ -4,6 +4,7 @@
 import type { Topology } from '../config/types.ts';
 import { COUNTRY_CODES } from './country-traffic.ts';
 import { FailoverLog } from './failover-log.ts';
+import { MISROUTE_REASONS } from '../routing/types.ts';
 import { CODES, METHODS, NONE, RETRY_REASONS, type ZoneName } from './labels.ts';
 import { SecondRing } from './second-ring.ts';
 
@@ -17,6 +18,15 @@ import { SecondRing } from './second-ring.ts';
 export const LATENCY_BUCKETS: readonly number[] = Object.freeze([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
 /** Non-cumulative counts per zone: one per bound, then +Inf. */
 export const LATENCY_WIDTH = LATENCY_BUCKETS.length + 1;
+
+/**
+ * Upper bounds of the misroute extra-distance buckets, in km. The shortest cross-region detours (neighbouring regions
+ * on one continent) are a few hundred km, a wrong continent 4000–8000 km, and nothing on Earth is more than ~20000 km
+ * away, so doubling from 250 km covers every case in 8 counters per reason.
+ */
+export const MISROUTE_KM_BUCKETS: readonly number[] = Object.freeze([250, 500, 1000, 2000, 4000, 8000, 16000]);
+/** Non-cumulative counts per reason: one per bound, then +Inf. */
+export const MISROUTE_KM_WIDTH = MISROUTE_KM_BUCKETS.length + 1;
 
 /** The traffic summary's rates and percentiles cover this many whole seconds, the current partial second left out. */
 export const SUMMARY_WINDOW_SECONDS = 10;
@@ -81,6 +91,9 @@ class Offsets {
   readonly tunnelMisroutesAt: number;
   /** [retry reason] */
   readonly retriesAt: number;
+  /** [misroute reason][km bucket], then [misroute reason]: whole km. Requests and tunnels alike. */
+  readonly misrouteKmAt: number;
+  readonly misrouteKmSumsAt: number;
   /** [country]: located requests. Last, so the exporter reads every table before it. */
   readonly countriesAt: number;
   readonly totalsLength: number;
@@ -101,7 +114,9 @@ class Offsets {
     this.misroutesAt = this.failoversAt + regions * regions;
     this.tunnelMisroutesAt = this.misroutesAt + regions;
     this.retriesAt = this.tunnelMisroutesAt + regions;
-    this.countriesAt = this.retriesAt + RETRY_REASONS.length;
+    this.misrouteKmAt = this.retriesAt + RETRY_REASONS.length;
+    this.misrouteKmSumsAt = this.misrouteKmAt + MISROUTE_REASONS.length * MISROUTE_KM_WIDTH;
+    this.countriesAt = this.misrouteKmSumsAt + MISROUTE_REASONS.length;
     this.totalsLength = this.countriesAt + COUNTRY_CODES.length;
     this.failedAt = zones * SUMMARY_BUCKETS;
     this.countryCellsAt = this.failedAt + zones;

@@ -57,6 +57,12 @@ export interface ExchangeRecord {
   readonly home: string | null;
   /** The nearer region when GeoDNS sent the client to the wrong one. */
   readonly misrouteNearest: string | null;
+  /**
+   * For an exchange an upstream answered: the index in MISROUTE_REASONS when serving it was a misroute by the rule in
+   * routing/geo-router.ts (misrouteCost), else -1; and its extra distance in km. Optional for records made elsewhere.
+   */
+  readonly misrouteReason?: number;
+  readonly misrouteKm?: number;
 }
 
 /** A request moving from a failed endpoint to the next candidate, published once the next one has it. */
@@ -90,6 +96,9 @@ export interface TunnelRecord {
   /** The endpoint tried last: once open, the one the connection stayed on. */
   readonly endpoint: Endpoint | null;
   readonly misrouteNearest: string | null;
+  /** As on ExchangeRecord, at close of a tunnel that connected to its endpoint; -1 otherwise. */
+  readonly misrouteReason?: number;
+  readonly misrouteKm?: number;
   /** Epoch milliseconds, fractional. */
   readonly startedAt: number;
   readonly durationMs: number;
@@ -134,6 +143,8 @@ const exchangeRecord: Writable<ExchangeRecord> = {
   routeReason: '',
   home: null,
   misrouteNearest: null,
+  misrouteReason: -1,
+  misrouteKm: 0,
 };
 
 const failoverRecord: Writable<FailoverRecord> = { requestId: '', topology: NO_TOPOLOGY, from: null!, to: null!, reason: 'connect_failure' };
@@ -147,6 +158,8 @@ const tunnelRecord: Writable<TunnelRecord> = {
   topology: NO_TOPOLOGY,
   endpoint: null,
   misrouteNearest: null,
+  misrouteReason: -1,
+  misrouteKm: 0,
   startedAt: 0,
   durationMs: 0,
   bytesIn: 0,
@@ -213,6 +226,11 @@ export function recordExchange(exchange: Exchange): ExchangeRecord {
   record.routeReason = decision.reason;
   record.home = decision.home;
   record.misrouteNearest = decision.misrouteNearest;
+  // The cost was worked out with the decision; only a request an upstream answered can have one.
+  const cost = decision.misrouteCost;
+  const served = cost == null || exchange.endpoint === null || record.upstreamHeadersMs < 0 ? -1 : exchange.endpoint.index;
+  record.misrouteReason = served === -1 ? -1 : cost!.reasons[served];
+  record.misrouteKm = served === -1 ? 0 : cost!.extraKm[served];
   return record;
 }
 
@@ -247,6 +265,12 @@ export function recordTunnel(tunnel: Tunnel, closeReason: TunnelCloseReason | nu
   record.topology = tunnel.plane.config.topology;
   record.endpoint = tunnel.endpoint;
   record.misrouteNearest = decision === null ? null : decision.misrouteNearest;
+  // Counted at close, for a tunnel that reached its endpoint: not one the client left or that got an answer instead.
+  const cost = decision === null ? null : decision.misrouteCost;
+  const connected = closeReason !== null && closeReason !== 'refused' && closeReason !== 'abandoned' && tunnel.endpoint !== null;
+  const served = cost == null || !connected ? -1 : tunnel.endpoint!.index;
+  record.misrouteReason = served === -1 ? -1 : cost!.reasons[served];
+  record.misrouteKm = served === -1 ? 0 : cost!.extraKm[served];
   record.startedAt = TIME_ORIGIN + tunnel.startedAt;
   record.durationMs = closing ? performance.now() - tunnel.startedAt : 0;
   record.bytesIn = closing ? downstream.bytesRead : 0;

@@ -7,7 +7,7 @@ import type { MeridianConfig } from '../config/types.ts';
 import type { GeoLocation } from '../geo/database.ts';
 import { greatCircleKm } from '../geo/distance.ts';
 import { createGeoRouter, decide } from './geo-router.ts';
-import type { RouteDecision, RouteFacts } from './types.ts';
+import { MISROUTE_REASONS, type RouteDecision, type RouteFacts } from './types.ts';
 
 const LOCATIONS = {
   'us-west': [45.52, -122.68],
@@ -326,6 +326,53 @@ describe('the misroute signal (self us-east)', () => {
   it('names the nearest region inside the fence when the fence excludes this one', () => {
     const fenced = createGeoRouter(config({ fences: [{ match: { country: 'SE' }, regions: ['eu-south'] }] }));
     expect(fenced.route(facts(STOCKHOLM)).misrouteNearest).toBe('eu-south');
+  });
+});
+
+describe('the misroute cost (self us-east)', () => {
+  /** Per serving region: the reason (or null) and the extra km, as the cost table has them for that region's az-1 endpoint. */
+  function costs(decision: RouteDecision, cfg: MeridianConfig): Record<string, { reason: string | null; km: number }> {
+    const out: Record<string, { reason: string | null; km: number }> = {};
+    for (const endpoint of cfg.topology.endpoints.filter((e) => e.zone === 'az-1')) {
+      const cost = decision.misrouteCost;
+      const r = cost == null ? -1 : cost.reasons[endpoint.index];
+      out[endpoint.region] = { reason: r === -1 ? null : MISROUTE_REASONS[r], km: cost == null ? 0 : Math.round(cost.extraKm[endpoint.index]) };
+    }
+    return out;
+  }
+  const km = (location: GeoLocation, region: RegionName): number => greatCircleKm(location.lat, location.lon, LOCATIONS[region][0], LOCATIONS[region][1]);
+  const plain = config();
+
+  it('is nothing for a client near this region served here, nor for an unknown location', () => {
+    expect(costs(createGeoRouter(plain).route(facts(NEW_YORK)), plain)['us-east'].reason).toBeNull();
+    expect(createGeoRouter(plain).route(facts(null)).misrouteCost).toBeNull();
+  });
+
+  it('is geodns for a Stockholm client reaching us-east, measured to this region even when eu-north serves', () => {
+    const c = costs(createGeoRouter(plain).route(facts(STOCKHOLM)), plain);
+    expect(c['eu-north']).toEqual({ reason: 'geodns', km: Math.round(km(STOCKHOLM, 'us-east')) });
+    // Served from farther than us-east: not the home region, so a failover, measured to where it went.
+    expect(c['eu-south'].reason).toBe('failover');
+    expect(c['us-west']).toEqual({ reason: 'failover', km: Math.round(km(STOCKHOLM, 'us-west')) });
+  });
+
+  it('is failover when a New York client is served outside its home us-east', () => {
+    const c = costs(createGeoRouter(plain).route(facts(NEW_YORK)), plain);
+    expect(c['us-east'].reason).toBeNull();
+    expect(c['us-west']).toEqual({ reason: 'failover', km: Math.round(km(NEW_YORK, 'us-west') - km(NEW_YORK, 'us-east')) });
+  });
+
+  it('is fence when the fence excludes the nearest region, and affinity when a project chose the home', () => {
+    const fenced = config({ fences: [{ match: { country: 'SE' }, regions: ['eu-south'] }] });
+    expect(costs(createGeoRouter(fenced).route(facts(STOCKHOLM)), fenced)['eu-south'].reason).toBe('fence');
+    const projects = config({ projects: { shop: { home: 'eu-south' } } });
+    const c = costs(createGeoRouter(projects).route(facts(NEW_YORK, { project: 'shop' })), projects);
+    expect(c['eu-south']).toEqual({ reason: 'affinity', km: Math.round(km(NEW_YORK, 'eu-south') - km(NEW_YORK, 'us-east')) });
+    expect(c['us-east'].reason).toBeNull();
+  });
+
+  it('stays within localPreferenceKm: a Denver client served here is no misroute', () => {
+    expect(costs(createGeoRouter(plain).route(facts(DENVER)), plain)['us-east'].reason).toBeNull();
   });
 });
 

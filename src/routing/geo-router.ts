@@ -4,7 +4,7 @@ import type { Endpoint, Fence, MeridianConfig, Region, Zone } from '../config/ty
 import type { HealthSnapshot } from '../health/state.ts';
 import type { GeoLocation } from '../geo/database.ts';
 import { greatCircleKm } from '../geo/distance.ts';
-import type { RegionChoice, RouteCode, RouteDecision, RouteFacts, Router } from './types.ts';
+import { MISROUTE_REASONS, type MisrouteCost, type MisrouteReason, type RegionChoice, type RouteCode, type RouteDecision, type RouteFacts, type Router } from './types.ts';
 
 type Affinity = { readonly kind: 'project' | 'host' | 'upload'; readonly key: string; readonly regions: readonly string[] };
 /** One affinity key's decisions: for an unknown location, and per cached location object. */
@@ -175,7 +175,58 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
     code,
     fence,
     misrouteNearest: misroute ? geoNearest.name : null,
+    misrouteCost: location === null ? null : misrouteCost(topology.endpoints, self, km, home?.name ?? null, fence, affinity !== null, routing.localPreferenceKm),
   });
+}
+
+const REASON_INDEX = (reason: MisrouteReason): number => MISROUTE_REASONS.indexOf(reason);
+const GEODNS = REASON_INDEX('geodns');
+const FAILOVER = REASON_INDEX('failover');
+const FENCE = REASON_INDEX('fence');
+const AFFINITY = REASON_INDEX('affinity');
+
+/**
+ * What the misroute-cost metrics count, for a located client only. The nearest region is the nearest of ALL regions
+ * by great-circle distance, allowed or not. Where the client was served is the farther from it of the two places its
+ * request went: this instance's region (where GeoDNS sent it) and the region of the endpoint that answered (for a
+ * tunnel, the one it connected to). extra km = distance(client, that place) − distance(client, nearest region), and
+ * the request is a misroute only when extra km > localPreferenceKm, the same margin as the GeoDNS signal above.
+ * The reason is the first that applies: `affinity` when a project or host affinity or an upload pin chose the home;
+ * `fence` when the client's fence excludes its nearest region; `failover` when the endpoint is not in the home region
+ * (the home's endpoints were down, ejected or failed over); otherwise `geodns`: GeoDNS sent the client to this
+ * instance although its nearest region is elsewhere (the request then usually went on to that nearer region).
+ * Null when no endpoint would be a misroute, so the common case costs the recorder one null check.
+ */
+function misrouteCost(
+  endpoints: readonly Endpoint[],
+  self: string,
+  km: ReadonlyMap<string, number>,
+  home: string | null,
+  fence: Fence | null,
+  affine: boolean,
+  localPreferenceKm: number,
+): MisrouteCost | null {
+  let nearestKm = Infinity;
+  let nearest = '';
+  for (const [name, distance] of km) {
+    if (distance < nearestKm) {
+      nearestKm = distance;
+      nearest = name;
+    }
+  }
+  const reasons = new Int8Array(endpoints.length).fill(-1);
+  const extraKm = new Float64Array(endpoints.length);
+  const selfKm = km.get(self) ?? 0;
+  const fenced = fence !== null && !fence.regions.includes(nearest);
+  let any = false;
+  for (const endpoint of endpoints) {
+    const extra = Math.max(selfKm, km.get(endpoint.region) ?? 0) - nearestKm;
+    if (!(extra > localPreferenceKm)) continue;
+    any = true;
+    extraKm[endpoint.index] = extra;
+    reasons[endpoint.index] = affine ? AFFINITY : fenced ? FENCE : endpoint.region !== home ? FAILOVER : GEODNS;
+  }
+  return any ? { reasons, extraKm } : null;
 }
 
 /** The home a located client would get were no fence in the way: this region within `localPreferenceKm`, else the nearest. */

@@ -55,6 +55,25 @@ export interface RouteDecision {
   readonly fence: Fence | null;
   /** The nearest allowed region when it is not this one by more than `localPreferenceKm` (GeoDNS sent the client wrong). */
   readonly misrouteNearest: string | null;
+  /**
+   * What serving this client from each endpoint would cost as a misroute (see MisrouteCost); null when no endpoint can
+   * be one (location unknown, or the client is near everything it can reach). Left out by decisions made before routing.
+   */
+  readonly misrouteCost?: MisrouteCost | null;
+}
+
+/** Why a request was served farther than its nearest region: bounded label values, in the order counters index them. */
+export const MISROUTE_REASONS = Object.freeze(['geodns', 'failover', 'fence', 'affinity'] as const);
+export type MisrouteReason = (typeof MISROUTE_REASONS)[number];
+
+/**
+ * Per endpoint (by `Endpoint.index`) of the decision's topology: the misroute reason's index in MISROUTE_REASONS, or -1
+ * when serving from that endpoint is no misroute, and the extra distance in km (0 when none). Worked out once per
+ * memoized decision, so a finished request only reads two array slots.
+ */
+export interface MisrouteCost {
+  readonly reasons: Int8Array;
+  readonly extraKm: Float64Array;
 }
 
 export interface Router {
