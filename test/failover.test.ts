@@ -12,7 +12,7 @@ import type { HealthChange } from '../src/health/state.ts';
 import { exchangeFailover } from '../src/proxy/events.ts';
 import type { FailoverRecord } from '../src/proxy/record.ts';
 import { json, readBody, send, until, type Overrides, type SendOptions } from './support/harness.ts';
-import { double, uint16, writeMmdb } from './support/mmdb-writer.ts';
+import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
 import { startWorld, type Layout, type World } from './support/zones.ts';
 
 /** This instance is eu-central/az-1. Loopback clients have no location: local zone, sibling zone, then by distance. */
@@ -34,11 +34,7 @@ let database: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'meridian-failover-'));
   database = join(dir, 'GeoIP2-City-Fixture.mmdb');
-  const city = (iso: string, continent: string, latitude: number, longitude: number) => ({
-    continent: { code: continent },
-    country: { iso_code: iso },
-    location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
-  });
+  const city = cityRecord;
   const networks = [
     { network: '89.160.20.0/24', data: city('SE', 'EU', 59.33, 18.07) },
     { network: '66.108.0.0/16', data: city('US', 'NA', 40.71, -74.01) },

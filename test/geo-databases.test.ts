@@ -10,7 +10,7 @@ import { GeoDatabaseError } from '../src/geo/database.ts';
 import type { PublishedGeoDatabase } from '../src/geo/database.ts';
 import { DEFAULT_GEO_DATABASES, GeoLocator } from '../src/geo/locator.ts';
 import type { GeoReloadEvent } from '../src/geo/locator.ts';
-import { double, uint16, writeMmdb } from './support/mmdb-writer.ts';
+import { uint16, writeMmdb, cityRecord } from './support/mmdb-writer.ts';
 import type { MmdbValue } from './support/mmdb-writer.ts';
 
 let dir: string;
@@ -19,11 +19,7 @@ beforeAll(async () => {
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
-const city = (iso: string, continent: string, latitude: number, longitude: number): MmdbValue => ({
-  continent: { code: continent },
-  country: { iso_code: iso },
-  location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
-});
+const city = cityRecord;
 const london = city('GB', 'EU', 51.5142, -0.0931);
 const stockholm = city('SE', 'EU', 59.3293, 18.0686);
 const geoip2 = (data: MmdbValue, buildEpoch = 1_700_000_000) =>

@@ -12,7 +12,7 @@ import { WebSocket } from 'ws';
 import { compileConfig } from '../src/config/compile.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
 import { BOOT_PROBE_ONLY, closeServer, json, send, startUpstream, type Reply, type Upstream } from './support/harness.ts';
-import { double, uint16, writeMmdb, type MmdbValue } from './support/mmdb-writer.ts';
+import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
 
 const REGIONS = {
   'us-west': [45.52, -122.68],
@@ -22,11 +22,7 @@ const REGIONS = {
 } as const;
 type RegionName = keyof typeof REGIONS;
 
-const city = (iso: string, continent: string, latitude: number, longitude: number): MmdbValue => ({
-  continent: { code: continent },
-  country: { iso_code: iso },
-  location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
-});
+const city = cityRecord;
 
 /** Client addresses and where the fixture database places them. */
 const STOCKHOLM_IP = '89.160.20.112';

@@ -11,14 +11,10 @@ import { GeoDatabaseError, openGeoDatabase } from '../src/geo/database.ts';
 import type { PublishedGeoDatabase } from '../src/geo/database.ts';
 import { GeoLocator } from '../src/geo/locator.ts';
 import type { GeoWorkerReply, GeoWorkerRequest } from './support/geo-worker.ts';
-import { double, uint16, writeMmdb } from './support/mmdb-writer.ts';
+import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
 import type { MmdbValue } from './support/mmdb-writer.ts';
 
-const city = (iso: string, continent: string, latitude: number, longitude: number): MmdbValue => ({
-  continent: { code: continent },
-  country: { iso_code: iso },
-  location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
-});
+const city = cityRecord;
 const geoip2 = (london: MmdbValue) =>
   writeMmdb(
     [

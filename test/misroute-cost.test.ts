@@ -11,7 +11,7 @@ import { compileConfig } from '../src/config/compile.ts';
 import { greatCircleKm } from '../src/geo/distance.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
 import { BOOT_PROBE_ONLY, json, send, startUpstream, until, type Upstream } from './support/harness.ts';
-import { double, uint16, writeMmdb, type MmdbValue } from './support/mmdb-writer.ts';
+import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
 
 const REGIONS = {
   'us-west': [45.52, -122.68],
@@ -21,11 +21,7 @@ const REGIONS = {
 } as const;
 type RegionName = keyof typeof REGIONS;
 
-const city = (iso: string, continent: string, latitude: number, longitude: number): MmdbValue => ({
-  continent: { code: continent },
-  country: { iso_code: iso },
-  location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
-});
+const city = cityRecord;
 
 const PLACES = { stockholm: [59.33, 18.07], seattle: [47.61, -122.33], newYork: [40.71, -74.01] } as const;
 const STOCKHOLM_IP = '89.160.20.112';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { EDGE_STAT } from '../src/observe/edge-stats.ts';
 import { json, metricValue, parseRawResponse, rawExchange, send, startProxy, startUpstream, until, type Overrides, type RunningProxy, type Upstream } from './support/harness.ts';
-import { double, uint16, writeMmdb } from './support/mmdb-writer.ts';
+import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
 import { startWorld, type Layout, type World } from './support/zones.ts';
 import { makeCa, makeCertificate } from './support/certs.ts';
 import { H2_SITE, h2Connect, h2Request } from './support/h2-client.ts';
@@ -39,11 +39,7 @@ let database: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'meridian-redirect-mode-'));
   database = join(dir, 'GeoIP2-City-Fixture.mmdb');
-  const city = (iso: string, continent: string, latitude: number, longitude: number) => ({
-    continent: { code: continent },
-    country: { iso_code: iso },
-    location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
-  });
+  const city = cityRecord;
   const networks = [
     { network: '89.160.20.0/24', data: city('SE', 'EU', 59.33, 18.07) },
     { network: '66.108.0.0/16', data: city('US', 'NA', 40.71, -74.01) },

@@ -11,18 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { DEFAULT_GEO_DATABASES } from '../src/geo/locator.ts';
 import { send, startUpstream, until, type Upstream } from './support/harness.ts';
-import { double, uint16, writeMmdb, type MmdbValue } from './support/mmdb-writer.ts';
+import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'src/cli/index.ts');
 const MIB = 1024 * 1024;
 const WORKERS = [1, 2, 4] as const;
 
-const city = (iso: string, continent: string, latitude: number, longitude: number): MmdbValue => ({
-  continent: { code: continent },
-  country: { iso_code: iso },
-  location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
-});
+const city = cityRecord;
 
 let upstream: Upstream;
 let dir: string;

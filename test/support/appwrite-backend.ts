@@ -29,7 +29,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { compileConfig } from '../../src/config/compile.ts';
 import { startMeridian, type Meridian, type StartOptions } from '../../src/main.ts';
 import { BOOT_PROBE_ONLY, type Overrides } from './harness.ts';
-import { double, uint16, writeMmdb, type MmdbValue } from './mmdb-writer.ts';
+import { writeMmdb, cityRecord } from './mmdb-writer.ts';
 import { startBackend, type Backend } from './zones.ts';
 
 /** Appwrite's chunk size (APP_STORAGE_CHUNK_SIZE), which the SDKs use too: chunk n starts at n × 5 MiB. */
@@ -527,11 +527,7 @@ export const PLACES = {
   newYork: { ip: '66.108.1.2', region: 'us-east' },
 } as const satisfies Record<string, { ip: string; region: RegionName }>;
 
-const city = (iso: string, continent: string, latitude: number, longitude: number): MmdbValue => ({
-  continent: { code: continent },
-  country: { iso_code: iso },
-  location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
-});
+const city = cityRecord;
 
 /** A GeoIP2-City .mmdb placing the addresses of PLACES, in a fresh temporary directory; `remove()` deletes it. */
 export async function writeGeoFixture(): Promise<{ readonly path: string; remove(): Promise<void> }> {

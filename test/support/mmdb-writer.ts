@@ -196,3 +196,12 @@ function control(type: number, size: number): Buffer {
   const head = type <= 7 ? [(type << 5) | sizeBits] : [sizeBits, type - 7];
   return Buffer.from([...head, ...extra]);
 }
+
+/** A City record as GeoIP2/GeoLite2 City databases hold it: country, continent and a location. */
+export function cityRecord(iso: string, continent: string, latitude: number, longitude: number): MmdbValue {
+  return {
+    continent: { code: continent },
+    country: { iso_code: iso },
+    location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
+  };
+}
