@@ -160,10 +160,11 @@ function nodeServer(name: string, port: number, args: string[], cpu = PROXY_CPU)
 }
 
 /**
- * One nginx process (no master, so the PID we hold is the one doing the work and the one we kill),
- * logging to stderr, with its temp paths inside `prefix`.
+ * The config of one nginx process (no master, so the PID we hold is the one doing the work and the one we kill),
+ * logging to stderr, with its temp paths inside `prefix`; `logLines` replace `access_log off` where a check needs
+ * the log. Returns the file's path.
  */
-function nginx(name: string, port: number, prefix: string, serverBlock: string[], cpu = PROXY_CPU): Promise<Server> {
+export function writeNginxConfig(prefix: string, serverBlock: readonly string[], logLines: readonly string[] = ['access_log off;']): string {
   mkdirSync(prefix, { recursive: true });
   const config = join(prefix, 'nginx.conf');
   writeFileSync(
@@ -176,7 +177,7 @@ function nginx(name: string, port: number, prefix: string, serverBlock: string[]
       'error_log stderr error;',
       'events { worker_connections 8192; }',
       'http {',
-      '  access_log off;',
+      ...logLines.map((line) => `  ${line}`),
       '  keepalive_timeout 65s;',
       '  keepalive_requests 1000000;',
       ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `  ${kind}_temp_path ${join(prefix, kind)};`),
@@ -185,6 +186,11 @@ function nginx(name: string, port: number, prefix: string, serverBlock: string[]
       '',
     ].join('\n'),
   );
+  return config;
+}
+
+function nginx(name: string, port: number, prefix: string, serverBlock: string[], cpu = PROXY_CPU): Promise<Server> {
+  const config = writeNginxConfig(prefix, serverBlock);
   const child = startChild(name, 'nginx', ['-p', prefix, '-e', 'stderr', '-c', config], { cpu });
   return ready(child, port);
 }

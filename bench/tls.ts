@@ -324,32 +324,9 @@ const H2_DIRECT: TlsTarget = {
   },
 };
 
-/**
- * One nginx process without a master (the PID held is the worker), as bench/targets.ts runs it, with TLS. `logLines`
- * replace `access_log off` where a check needs the log.
- */
-function startNginx(port: number, prefix: string, certs: Certificates, serverBlock: string[], logLines = ['access_log off;']): Promise<TlsServer> {
-  mkdirSync(prefix, { recursive: true });
-  const config = join(prefix, 'nginx.conf');
-  writeFileSync(
-    config,
-    [
-      'daemon off;',
-      'master_process off;',
-      'worker_processes 1;',
-      `pid ${join(prefix, 'nginx.pid')};`,
-      'error_log stderr error;',
-      'events { worker_connections 8192; }',
-      'http {',
-      ...logLines.map((line) => `  ${line}`),
-      '  keepalive_timeout 65s;',
-      '  keepalive_requests 1000000;',
-      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `  ${kind}_temp_path ${join(prefix, kind)};`),
-      ...serverBlock.map((line) => `  ${line}`),
-      '}',
-      '',
-    ].join('\n'),
-  );
+/** One nginx process with TLS, configured as bench/targets.ts configures its own. */
+function startNginx(port: number, prefix: string, certs: Certificates, serverBlock: string[], logLines?: string[]): Promise<TlsServer> {
+  const config = t.writeNginxConfig(prefix, serverBlock, logLines);
   return readyTls(startChild('nginx, TLS', 'nginx', ['-p', prefix, '-e', 'stderr', '-c', config], { cpu: t.PROXY_CPU }), port, certs);
 }
 
