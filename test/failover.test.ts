@@ -1,18 +1,15 @@
 // Health and failover end to end (DESIGN.md §3–§4), with real backends killed and restarted on their ports: zone and
 // region failover and recovery, thresholds against flapping, which failures are retried, the retry budget, fences and
 // panic, the circuit breaker, passive ejection, readiness for GeoDNS, and WebSocket connects.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test } from 'vitest';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import type { HealthChange } from '../src/health/state.ts';
 import { exchangeFailover } from '../src/proxy/events.ts';
 import type { FailoverRecord } from '../src/proxy/record.ts';
 import { json, readBody, send, until, type Overrides, type SendOptions } from './support/harness.ts';
-import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
+import { cityFixture, cityRecord as city } from './support/mmdb-writer.ts';
 import { startWorld, type Layout, type World } from './support/zones.ts';
 
 /** This instance is eu-central/az-1. Loopback clients have no location: local zone, sibling zone, then by distance. */
@@ -29,19 +26,10 @@ const STOCKHOLM_IP = '89.160.20.112';
 const NEW_YORK_IP = '66.108.1.2';
 
 // A two-network fixture instead of the bundled city database: each world opens it, and it loads in no time.
-let dir: string;
-let database: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'meridian-failover-'));
-  database = join(dir, 'GeoIP2-City-Fixture.mmdb');
-  const city = cityRecord;
-  const networks = [
-    { network: '89.160.20.0/24', data: city('SE', 'EU', 59.33, 18.07) },
-    { network: '66.108.0.0/16', data: city('US', 'NA', 40.71, -74.01) },
-  ];
-  await writeFile(database, writeMmdb(networks, { databaseType: 'GeoIP2-City', ipVersion: 6 }));
-});
-afterAll(() => rm(dir, { recursive: true, force: true }));
+const database = cityFixture([
+  { network: '89.160.20.0/24', data: city('SE', 'EU', 59.33, 18.07) },
+  { network: '66.108.0.0/16', data: city('US', 'NA', 40.71, -74.01) },
+]);
 
 const worlds: World[] = [];
 /** Each failover the data plane announces, as `failed → next` by backend name. */
@@ -59,7 +47,7 @@ afterEach(async () => {
 });
 
 async function world(overrides: Overrides = {}): Promise<World> {
-  const geo = { databases: [database], trustedProxies: ['127.0.0.0/8'] };
+  const geo = { databases: [database()], trustedProxies: ['127.0.0.0/8'] };
   const started = await startWorld(LAYOUT, SELF, { ...overrides, geo: { ...geo, ...overrides.geo }, health: { ...HEALTH, ...overrides.health } });
   worlds.push(started);
   for (const backend of Object.values(started.backends)) nameOf.set(backend.origin, backend.name);

@@ -2,17 +2,14 @@
 // in between. Clients are placed by X-Forwarded-For from a trusted loopback proxy; fences, affinity, host rules and
 // upload pinning decide which region answers.
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { Client } from 'undici';
 import { WebSocket } from 'ws';
 import { compileConfig } from '../src/config/compile.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
 import { BOOT_PROBE_ONLY, closeServer, json, send, startUpstream, type Reply, type Upstream } from './support/harness.ts';
-import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
+import { cityFixture, cityRecord } from './support/mmdb-writer.ts';
 
 const REGIONS = {
   'us-west': [45.52, -122.68],
@@ -38,14 +35,7 @@ const FIXTURE = [
   { network: '2a02:d1c0::/29', data: city('IT', 'EU', 45.46, 9.19) },
 ];
 
-let dir: string;
-let database: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'meridian-geo-routing-'));
-  database = join(dir, 'GeoIP2-City-Fixture.mmdb');
-  await writeFile(database, writeMmdb(FIXTURE, { databaseType: 'GeoIP2-City', ipVersion: 6 }));
-});
-afterAll(() => rm(dir, { recursive: true, force: true }));
+const database = cityFixture(FIXTURE);
 
 /** What each upstream saw of a request it answered. */
 interface Seen {
@@ -106,7 +96,7 @@ async function startWorld(sections: { geo?: Record<string, unknown>; routing?: R
       self: { region: 'us-east', zone: 'az-1' },
       listen: { host: '127.0.0.1', port: 0 },
       admin: { host: '127.0.0.1', port: 0 },
-      geo: { databases: [database], trustedProxies: ['127.0.0.0/8', '::1'], ...sections.geo },
+      geo: { databases: [database()], trustedProxies: ['127.0.0.0/8', '::1'], ...sections.geo },
       regions: Object.fromEntries(
         (Object.keys(REGIONS) as RegionName[]).map((r) => [r, { location: REGIONS[r], zones: { 'az-1': { endpoints: [upstreams[r].origin] } } }]),
       ),

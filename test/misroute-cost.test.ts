@@ -1,17 +1,14 @@
 // What a misroute costs, end to end: a real .mmdb places clients (by X-Forwarded-For from a trusted loopback peer),
 // four regional upstreams answer on real sockets, and /metrics must show each misroute under its reason with its
 // extra distance in the right km bucket: GeoDNS, a failover, a fence and an affinity, and nothing for a good route.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { once } from 'node:events';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { compileConfig } from '../src/config/compile.ts';
 import { greatCircleKm } from '../src/geo/distance.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
 import { BOOT_PROBE_ONLY, json, send, startUpstream, until, type Upstream } from './support/harness.ts';
-import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
+import { cityFixture, cityRecord } from './support/mmdb-writer.ts';
 
 const REGIONS = {
   'us-west': [45.52, -122.68],
@@ -40,14 +37,7 @@ const extraKm = (place: readonly [number, number], served: RegionName, nearest: 
 const REASONS = ['geodns', 'failover', 'fence', 'affinity'] as const;
 const BOUNDS = ['250', '500', '1000', '2000', '4000', '8000', '16000', '+Inf'] as const;
 
-let dir: string;
-let database: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'meridian-misroute-cost-'));
-  database = join(dir, 'GeoIP2-City-Fixture.mmdb');
-  await writeFile(database, writeMmdb(FIXTURE, { databaseType: 'GeoIP2-City', ipVersion: 6 }));
-});
-afterAll(() => rm(dir, { recursive: true, force: true }));
+const database = cityFixture(FIXTURE);
 
 interface World {
   readonly upstreams: Record<RegionName, Upstream>;
@@ -76,7 +66,7 @@ async function startWorld(routing: Record<string, unknown> = {}): Promise<World>
       self: { region: 'us-east', zone: 'az-1' },
       listen: { host: '127.0.0.1', port: 0 },
       admin: { host: '127.0.0.1', port: 0 },
-      geo: { databases: [database], trustedProxies: ['127.0.0.0/8', '::1'] },
+      geo: { databases: [database()], trustedProxies: ['127.0.0.0/8', '::1'] },
       regions: Object.fromEntries((Object.keys(REGIONS) as RegionName[]).map((r) => [r, { location: REGIONS[r], zones: { 'az-1': { endpoints: [upstreams[r].origin] } } }])),
       routing,
       // A closed upstream must stay a candidate, so that the request fails over on its refused connection.

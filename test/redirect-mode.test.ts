@@ -3,14 +3,14 @@
 // Virginia's public host for the requests a rule names; everything else (other requests, WebSockets, fenced clients,
 // a home region that is down) is proxied as before.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { EDGE_STAT } from '../src/observe/edge-stats.ts';
 import { json, metricValue, parseRawResponse, rawExchange, send, startProxy, startUpstream, until, type Overrides, type RunningProxy, type Upstream } from './support/harness.ts';
-import { writeMmdb, cityRecord } from './support/mmdb-writer.ts';
+import { cityFixture, cityRecord as city } from './support/mmdb-writer.ts';
 import { startWorld, type Layout, type World } from './support/zones.ts';
 import { makeCa, makeCertificate } from './support/certs.ts';
 import { H2_SITE, h2Connect, h2Request } from './support/h2-client.ts';
@@ -34,19 +34,10 @@ const STOCKHOLM_IP = '89.160.20.112';
 /** Odd on purpose: encoded bytes, a repeated key, empty names and values, a semicolon. None of it may change. */
 const TARGET = '/v1/storage/buckets/b1/files/f1/download?project=demo&a=%2Fx%20y&a=2&empty=&=odd;k=v&Z=%7e';
 
-let dir: string;
-let database: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'meridian-redirect-mode-'));
-  database = join(dir, 'GeoIP2-City-Fixture.mmdb');
-  const city = cityRecord;
-  const networks = [
-    { network: '89.160.20.0/24', data: city('SE', 'EU', 59.33, 18.07) },
-    { network: '66.108.0.0/16', data: city('US', 'NA', 40.71, -74.01) },
-  ];
-  await writeFile(database, writeMmdb(networks, { databaseType: 'GeoIP2-City', ipVersion: 6 }));
-});
-afterAll(() => rm(dir, { recursive: true, force: true }));
+const database = cityFixture([
+  { network: '89.160.20.0/24', data: city('SE', 'EU', 59.33, 18.07) },
+  { network: '66.108.0.0/16', data: city('US', 'NA', 40.71, -74.01) },
+]);
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -55,7 +46,7 @@ afterEach(async () => {
 
 async function world(routing: Record<string, unknown> = {}): Promise<World> {
   const started = await startWorld(LAYOUT, SELF, {
-    geo: { databases: [database], trustedProxies: ['127.0.0.0/8'] },
+    geo: { databases: [database()], trustedProxies: ['127.0.0.0/8'] },
     health: HEALTH,
     routing: { redirects: REDIRECTS, ...routing },
   });
@@ -126,7 +117,7 @@ describe('a client whose home is the remote region', () => {
   });
 
   test('with two worker threads, each redirect is counted once in the process total', async () => {
-    const w = await startWorld(LAYOUT, SELF, { geo: { databases: [database], trustedProxies: ['127.0.0.0/8'] }, routing: { redirects: REDIRECTS } }, 2);
+    const w = await startWorld(LAYOUT, SELF, { geo: { databases: [database()], trustedProxies: ['127.0.0.0/8'] }, routing: { redirects: REDIRECTS } }, 2);
     cleanup.push(() => w.close());
     for (let i = 0; i < 6; i++) expect((await send(w.port, { path: TARGET, headers: fromNewYork() })).status).toBe(307);
     expect(redirectsTo(w, HOME)).toBe(6);
@@ -234,7 +225,7 @@ describe('over TLS', () => {
     const overrides: Overrides = {
       listen: [{ host: '127.0.0.1', port: 0 }, { protocol: 'https', host: '127.0.0.1', port: 0 }],
       tls: { certificates: [certificate] },
-      geo: { databases: [database], trustedProxies: ['127.0.0.0/8'] },
+      geo: { databases: [database()], trustedProxies: ['127.0.0.0/8'] },
       regions: { 'fallback-1': { location: [39.04, -77.49], publicHost: 'us.meridian.test', zones: { 'az-1': { endpoints: [upstreams[1].origin] } } } },
       routing: { redirects: REDIRECTS },
     };

@@ -1,5 +1,9 @@
 // A small MaxMind DB (.mmdb) writer after the public format spec v2.0, so tests build real database files
 // (GeoIP2 and flat schemas, IPv4 and IPv6 trees, record sizes 24/28/32) instead of shipping binary fixtures.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { isIPv4 } from 'node:net';
 
 /** Pins an MMDB type where the JS value is ambiguous: every JS number could be a double or an integer. */
@@ -204,4 +208,20 @@ export function cityRecord(iso: string, continent: string, latitude: number, lon
     country: { iso_code: iso },
     location: { latitude: double(latitude), longitude: double(longitude), accuracy_radius: uint16(20) },
   };
+}
+
+/**
+ * A GeoIP2-City database of `entries`, written to a temp folder before the calling file's tests run and removed
+ * after them; call at the top level of a test file. The getter gives its path once the tests run.
+ */
+export function cityFixture(entries: readonly MmdbEntry[]): () => string {
+  let dir = '';
+  let path = '';
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meridian-geo-fixture-'));
+    path = join(dir, 'GeoIP2-City-Fixture.mmdb');
+    await writeFile(path, writeMmdb(entries, { databaseType: 'GeoIP2-City', ipVersion: 6 }));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+  return () => path;
 }
