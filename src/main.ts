@@ -31,6 +31,7 @@ import { CertificateStore } from './control/certificate-store.ts';
 import { CertificateError, type CheckedCertificate } from './listen/certificates.ts';
 import type { ListenerAddress } from './listen/listeners.ts';
 import type { LogDestination } from './observe/access-log.ts';
+import type { PendingHome } from './routing/area-homes.ts';
 
 export type { ReloadResult };
 
@@ -62,6 +63,8 @@ export interface MeridianRuntime {
   /** Fields of the loaded config that differ from the running listeners' and wait for a restart. */
   restartRequired(): readonly string[];
   ready(): Readiness;
+  /** Latency order: the region leading a client area that the hysteresis has not moved it to yet (`/route`). */
+  pendingHome(set: number, area: number): PendingHome | null;
   /**
    * Build-then-swap from the config file, one reload at a time; logged and counted in the reload metric. Never
    * rejects: a bad file, a bad geo database or any failure while building leaves the old config serving.
@@ -183,6 +186,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     configVersion: () => controlPlane.configVersion(),
     restartRequired: () => controlPlane.restartRequired(),
     ready: () => controlPlane.ready(),
+    pendingHome: (set, area) => controlPlane.pendingHome(set, area),
     reload: () => controlPlane.reload(),
   };
   const runtime: MeridianRuntime = { ...core, metrics: startMetrics(core, catalog), summary: startTrafficSummary(core, catalog) };

@@ -121,7 +121,7 @@ describe('meridian route with a fixture database', () => {
     expect(run.code).toBe(0);
     expect(run.stdout.trim().split('\n')).toHaveLength(1);
     const out = JSON.parse(run.stdout);
-    expect(Object.keys(out)).toEqual(['ip', 'location', 'home', 'candidates', 'reason']);
+    expect(Object.keys(out)).toEqual(['ip', 'location', 'home', 'candidates', 'reason', 'code', 'regions']);
     expect(out).toEqual({
       ip: SEATTLE_IP,
       location: { lat: 47.61, lon: -122.33, country: 'US', continent: 'NA' },
@@ -138,7 +138,17 @@ describe('meridian route with a fixture database', () => {
         endpoint('eu-south', 'az-3'),
       ],
       reason: expect.stringMatching(/^nearest allowed region us-west \(\d+ km\)$/),
+      code: 'nearest',
+      regions: ['us-west', 'us-east', 'eu-north', 'eu-south'].map((region) => ({
+        region,
+        distanceKm: expect.any(Number),
+        allowed: true,
+        cost: { distanceMs: expect.any(Number), slownessMs: 0, errorMs: 0, localMs: region === 'us-east' ? -10 : 0, totalMs: expect.any(Number) },
+        latency: { rttMs: null, floorMs: null, errorRatio: 0 },
+      })),
     });
+    // The cost is the distance at 100 km per ms, plus the local preference's bonus for this instance's region.
+    for (const r of out.regions) expect(r.cost.totalMs).toBeCloseTo(r.distanceKm / 100 + r.cost.localMs, 6);
   });
 
   it('keeps a fenced client inside its fence and says so in the reason', async () => {
@@ -162,8 +172,10 @@ describe('meridian route with a fixture database', () => {
     expect(run.stdout).toContain('location SE/EU at 59.33, 18.07');
     expect(run.stdout).toMatch(/^home {5}eu-north$/m);
     expect(run.stdout).toMatch(/^fence {4}eu-residency \(strict\): eu-north, eu-south$/m);
-    expect(run.stdout).toMatch(/^ {2}eu-north +0 km$/m);
-    expect(run.stdout).toMatch(/^ {2}eu-south +1652 km$/m);
+    // Latency order, offline: nothing is measured, so each cost is the distance term (and this region's bonus).
+    expect(run.stdout).toContain('cost ms = distance + slowness + errors + local');
+    expect(run.stdout).toMatch(/^ {2}eu-north +0 km +0\.0 = 0\.0 \+ 0\.0 \+ 0\.0 \+ 0\.0 +rtt not measured, errors 0\.0 %$/m);
+    expect(run.stdout).toMatch(/^ {2}eu-south +1652 km +16\.5 = 16\.5 \+ 0\.0 \+ 0\.0 \+ 0\.0 +rtt not measured, errors 0\.0 %$/m);
     expect(run.stdout).toMatch(/misroute GeoDNS should have sent this client to eu-north/);
     expect(run.stdout).toMatch(/^ +1\. eu-north\/az-1 {2}http:\/\/10\.3\.1\.10$/m);
     expect(run.stdout).not.toContain('us-east/');

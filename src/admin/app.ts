@@ -40,7 +40,7 @@ export function createAdminApp(runtime: MeridianRuntime): Hono {
     const { router } = runtime.plane();
     const location = runtime.locator.locate(ip);
     const decision = router.route({ clientIp: ip, host: c.req.query('host'), location, project: c.req.query('project'), pinnedRegion: undefined });
-    return c.json({ ...explainRoute(ip, location, decision), panic: decision.panic });
+    return c.json({ ...explainRoute(ip, location, decision, runtime.pendingHome), panic: decision.panic });
   });
 
   // reload() logs and counts the outcome, and never rejects: whatever went wrong is a 400 naming its field.

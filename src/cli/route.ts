@@ -42,8 +42,8 @@ export async function runRoute(options: RouteOptions): Promise<number> {
   const decision = createGeoRouter(config).route({ clientIp: ip, host: options.host, location, project: options.project, pinnedRegion: undefined });
   const explanation = explainRoute(ip, location, decision);
   if (options.json) {
-    const { ip: _ip, location: loc, home, candidates, reason } = explanation;
-    console.log(JSON.stringify({ ip, location: loc, home, candidates, reason }));
+    const { location: loc, home, candidates, reason, code, regions } = explanation;
+    console.log(JSON.stringify({ ip, location: loc, home, candidates, reason, code, regions }));
   } else {
     console.log(formatExplanation(explanation));
   }

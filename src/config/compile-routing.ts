@@ -79,6 +79,8 @@ export function compileRouting(routing: ParsedConfig['routing'], regions: Readon
 
   return {
     localPreferenceKm: routing.localPreferenceKm,
+    order: routing.order,
+    latency: { errorPenaltyMs: routing.latency.errorPenalty, marginMs: routing.latency.margin, windowMs: routing.latency.window },
     fences,
     fenceByCountry,
     fenceByContinent,

@@ -83,6 +83,27 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 25_000;
 export const DEFAULT_GEO_CACHE_SIZE = 100_000;
 /** The client already paid to reach us: keep it here unless another region is this much nearer. */
 export const DEFAULT_LOCAL_PREFERENCE_KM = 1_000;
+/**
+ * Regions are ordered by a cost in ms (distance at fibre speed, slowness, errors) unless the config asks for
+ * distance alone: a near region that has become slow or fails should sink, which distance cannot see.
+ */
+export const DEFAULT_ROUTING_ORDER = 'latency';
+/**
+ * What a region whose every request fails adds to its cost. A failed request costs the client a retry or an error,
+ * worth a few hundred ms; at this value 5 % errors add 10 ms, the default margin, so one failure in twenty moves
+ * clients off a region that was otherwise as good as the next.
+ */
+export const DEFAULT_LATENCY_ERROR_PENALTY_MS = 200;
+/**
+ * Another region becomes a client area's home only when it is cheaper by this much: the cost of 1,000 km of fibre,
+ * the same as the default local preference, and well above the few ms that probes across regions jitter by.
+ */
+export const DEFAULT_LATENCY_MARGIN_MS = 10;
+/**
+ * …for this long without a break: six probes at the default 5 s interval, by when the RTT average has taken in ~90 % of
+ * a lasting change, so one slow probe cannot move clients; and well inside a typical 60 s GeoDNS TTL.
+ */
+export const DEFAULT_LATENCY_WINDOW_MS = 30_000;
 /** A chunked upload's chunks must reach one region; a pin lives this long after its last chunk. */
 export const DEFAULT_UPLOAD_PIN_TTL_MS = 3_600_000;
 export const DEFAULT_UPLOAD_PIN_ENTRIES = 100_000;

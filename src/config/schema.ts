@@ -195,6 +195,15 @@ export const configSchema = z.strictObject({
   routing: z
     .strictObject({
       localPreferenceKm: z.number().min(0).default(d.DEFAULT_LOCAL_PREFERENCE_KM),
+      /** `latency`: regions by cost in ms (distance, slowness, errors) with hysteresis; `distance`: great-circle only. */
+      order: z.enum(['latency', 'distance']).default(d.DEFAULT_ROUTING_ORDER),
+      latency: z
+        .strictObject({
+          errorPenalty: duration(d.DEFAULT_LATENCY_ERROR_PENALTY_MS),
+          margin: duration(d.DEFAULT_LATENCY_MARGIN_MS),
+          window: duration(d.DEFAULT_LATENCY_WINDOW_MS),
+        })
+        .prefault({}),
       fences: z.array(fence).default([]),
       projects: z.record(z.string(), project).default({}),
       hosts: z.array(hostRule).default([]),

@@ -92,6 +92,9 @@ export interface ProjectAffinity {
 
 export interface RoutingPolicy {
   readonly localPreferenceKm: number;
+  readonly order: 'latency' | 'distance';
+  /** The cost's error term and the hysteresis that holds a client area's home (src/routing/area-homes.ts). */
+  readonly latency: { readonly errorPenaltyMs: number; readonly marginMs: number; readonly windowMs: number };
   readonly fences: readonly Fence[];
   /** Country code → fence, then continent code → fence; the first matching fence in file order wins. */
   readonly fenceByCountry: ReadonlyMap<string, Fence>;

@@ -21,6 +21,8 @@ import { CertificateError } from '../listen/certificates.ts';
 import { NO_TLS, type TlsSnapshot } from '../listen/tls.ts';
 import type { RateBuckets } from '../proxy/rate-buckets.ts';
 import { allocateBuckets, sameBuckets } from '../proxy/rate-limit.ts';
+import { AreaHomes, type PendingHome } from '../routing/area-homes.ts';
+import { RegionLatencyMeter } from './region-latency.ts';
 
 /**
  * What serves the data plane: it takes each new snapshot whole. `plane` is built on this thread (the in-process data
@@ -68,6 +70,10 @@ export class ControlPlane {
   /** The rate limits' buckets, shared with every worker; kept across reloads that keep the same groups and rules. */
   #rateBuckets: RateBuckets;
   #target: DataPlaneTarget | null = null;
+  /** Latency order's client-area homes and what they are measured from; rebuilt (homes carried) by a reload. */
+  #homes: AreaHomes;
+  readonly #latencyMeter: RegionLatencyMeter;
+  #latencyTimer: NodeJS.Timeout | null = null;
   /** The last TLS snapshot made from the certificate store, reused until its generation moves. */
   #tlsMemo: TlsSnapshot | null = null;
   readonly #reloadListeners: ((result: ReloadResult) => void)[] = [];
@@ -86,6 +92,8 @@ export class ControlPlane {
     this.traffic = parts.traffic;
     this.#health = this.#buildHealth(initial);
     this.#rateBuckets = allocateBuckets(initial.rateLimits);
+    this.#homes = new AreaHomes(initial);
+    this.#latencyMeter = new RegionLatencyMeter(parts.catalog);
     this.#plane = this.#planeFor(initial, this.#health);
   }
 
@@ -94,6 +102,7 @@ export class ControlPlane {
     this.#target = target;
     target.publish(this.#plane, this.snapshot());
     this.#health.checker.start();
+    this.#scheduleLatency();
   }
 
   /** The current state in plain data, for a worker thread to build its data plane from. */
@@ -112,6 +121,7 @@ export class ControlPlane {
       pins: { generation: this.#generationOf(pins.uploads), memory: pins },
       rateLimits: { generation: this.#generationOf(rateBuckets), memory: rateBuckets.descriptor },
       tls: this.#plane.tls,
+      homes: this.#homes.published,
       trafficTables: this.#catalog.describe(this.#config.topology),
     };
   }
@@ -196,6 +206,8 @@ export class ControlPlane {
 
   /** Stops the active checks and closes what the data plane dispatched through; the last step of shutdown. */
   async close(): Promise<void> {
+    if (this.#latencyTimer !== null) clearTimeout(this.#latencyTimer);
+    this.#latencyTimer = null;
     this.#health.checker.stop();
     this.certificates?.close();
     await this.pools.close();
@@ -233,9 +245,10 @@ export class ControlPlane {
     const rateBuckets = sameBuckets(this.#config.rateLimits, next.rateLimits) ? this.#rateBuckets : allocateBuckets(next.rateLimits);
     const previous = this.#health;
     const world = sameHealthWorld(this.#config, next) ? previous : this.#buildHealth(next);
+    const homes = new AreaHomes(next, this.#homes);
     let plane: DataPlane;
     try {
-      plane = this.#planeFor(next, world, rateBuckets);
+      plane = this.#planeFor(next, world, rateBuckets, homes);
     } catch (err) {
       if (world !== previous) world.checker.stop();
       try {
@@ -252,6 +265,7 @@ export class ControlPlane {
     swapGeo();
     swapPins();
     this.#rateBuckets = rateBuckets;
+    this.#homes = homes;
     this.#config = next;
     this.#health = world;
     this.#version++;
@@ -278,10 +292,38 @@ export class ControlPlane {
     });
   }
 
-  #planeFor(config: MeridianConfig, world: HealthWorld, rateBuckets = this.#rateBuckets): DataPlane {
+  #planeFor(config: MeridianConfig, world: HealthWorld, rateBuckets = this.#rateBuckets, homes = this.#homes): DataPlane {
     const { pools, traffic, locator, uploadPins } = this;
     const parts = { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier, tls: this.#tls(), rateBuckets };
-    return createDataPlane(config, createGeoRouter(config, world.state.snapshot), parts);
+    return createDataPlane(config, createGeoRouter(config, world.state.snapshot, homes.published), parts);
+  }
+
+  /** The challenger an area's home may move to once it has led for the window, as `/route` explains it. */
+  pendingHome(set: number, area: number): PendingHome | null {
+    return this.#homes.pending(set, area);
+  }
+
+  /**
+   * Latency order's measurement, ten times per hysteresis window and at most once a second: a moved home (or a
+   * measured cost that moved) publishes a new snapshot. A timeout chain rather than an interval, so a reload's new
+   * window takes effect at the next step.
+   */
+  #scheduleLatency(): void {
+    const { order, latency } = this.#config.routing;
+    const every = Math.min(1_000, Math.max(100, latency.windowMs / 10));
+    this.#latencyTimer = setTimeout(() => {
+      try {
+        if (order === 'latency') {
+          const now = Date.now();
+          if (this.#homes.update(this.#latencyMeter.measure(this.#config.topology, this.#health.state.snapshot, now), now)) this.#publish(this.#planeFor(this.#config, this.#health));
+        }
+      } catch (err) {
+        // The last published homes keep serving; a timer's exception must not reach the event loop.
+        console.error('meridian: measuring region latency failed, routing keeps its last homes:', err);
+      }
+      this.#scheduleLatency();
+    }, every);
+    this.#latencyTimer.unref();
   }
 
   /** The store's certificates and ticket key as plain data, made once per generation. */

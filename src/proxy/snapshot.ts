@@ -9,6 +9,7 @@ import type { UploadPinsMemory } from './upload-pins.ts';
 import type { RateBucketsDescriptor } from './rate-buckets.ts';
 import type { TlsSnapshot } from '../listen/tls.ts';
 import type { ListenerAddress } from '../listen/listeners.ts';
+import type { PublishedHomes } from '../routing/area-homes.ts';
 
 /**
  * Everything a worker needs to build the data plane it serves with, whole: a worker swaps to it in one assignment,
@@ -30,6 +31,8 @@ export interface PlaneSnapshot {
   readonly rateLimits: { readonly generation: number; readonly memory: RateBucketsDescriptor };
   /** Certificates (PEM text) and the session-ticket key; a worker rebuilds its TLS contexts when the generation moves. */
   readonly tls: TlsSnapshot;
+  /** Latency order's measurements and the client areas it has moved, for this config's topology. */
+  readonly homes: PublishedHomes;
   /** The metric tables covering this config's topology; attached before the snapshot serves. */
   readonly trafficTables: TrafficTablesDescriptor;
 }

@@ -58,7 +58,7 @@ export class WorkerPlanes {
     // Before the snapshot serves: the first record of a new zone must find its slots.
     this.recorder.attach(snapshot.trafficTables);
     const { pools, traffic, locator } = this;
-    return createDataPlane(config, createGeoRouter(config, snapshot.health), { pools, traffic, locator, uploadPins, load: outcomes.load, outcomes: outcomes.outcomes, tls: snapshot.tls, rateBuckets });
+    return createDataPlane(config, createGeoRouter(config, snapshot.health, snapshot.homes), { pools, traffic, locator, uploadPins, load: outcomes.load, outcomes: outcomes.outcomes, tls: snapshot.tls, rateBuckets });
   }
 
   #configFor({ version, input }: PlaneSnapshot['config']): MeridianConfig {

@@ -1,6 +1,7 @@
 // Turns a routing decision into the explanation `meridian route` and `GET /route` print.
 import type { GeoLocation } from '../geo/database.ts';
 import type { RegionChoice, RouteDecision } from './types.ts';
+import type { PendingHome } from './area-homes.ts';
 
 export interface RouteExplanation {
   readonly ip: string;
@@ -13,9 +14,17 @@ export interface RouteExplanation {
   readonly regions: readonly RegionChoice[];
   readonly fence: { name: string; mode: string; regions: readonly string[] } | null;
   readonly misrouteNearest: string | null;
+  /** Latency order: the region that leads this client's area by the margin but has not held it for the window yet. */
+  readonly pendingHome?: PendingHome | null;
 }
 
-export function explainRoute(ip: string, location: GeoLocation | null, decision: RouteDecision): RouteExplanation {
+/** `pending` looks up the hysteresis state of the decision's client area, where a live control plane has one. */
+export function explainRoute(
+  ip: string,
+  location: GeoLocation | null,
+  decision: RouteDecision,
+  pending: (set: number, area: number) => PendingHome | null = () => null,
+): RouteExplanation {
   const { fence } = decision;
   return {
     ip,
@@ -27,6 +36,7 @@ export function explainRoute(ip: string, location: GeoLocation | null, decision:
     regions: decision.regions,
     fence: fence && { name: fence.name, mode: fence.mode, regions: fence.regions },
     misrouteNearest: decision.misrouteNearest,
+    pendingHome: decision.area ? pending(decision.area.set, decision.area.area) : null,
   };
 }
 
@@ -37,10 +47,26 @@ export function formatExplanation(x: RouteExplanation): string {
   const lines = [`client   ${x.ip}`, `location ${where}`, `home     ${x.home ?? '(none)'}`, `reason   ${x.reason} (${x.code})`];
   if (x.fence) lines.push(`fence    ${x.fence.name} (${x.fence.mode}): ${x.fence.regions.join(', ')}`);
   if (x.misrouteNearest) lines.push(`misroute GeoDNS should have sent this client to ${x.misrouteNearest}`);
+  if (x.pendingHome) {
+    const { region, since, leadMs } = x.pendingHome;
+    lines.push(`pending  ${region} has cost ${leadMs.toFixed(1)} ms less for ${((Date.now() - since) / 1000).toFixed(0)} s; it becomes home once that lasts the hysteresis window`);
+  }
   lines.push('', 'regions in order:');
+  const costed = x.regions.some((r) => r.cost !== null);
+  if (costed) lines.push(`  ${'region'.padEnd(16)}${'distance'.padStart(9)}  ${'cost ms = distance + slowness + errors + local'.padEnd(48)}  measured`);
   for (const r of x.regions) {
     const km = r.distanceKm === null ? '' : `${Math.round(r.distanceKm)} km`.padStart(9);
-    lines.push(`  ${r.region.padEnd(16)}${km}${r.allowed ? '' : '  (outside preferred fence)'}`);
+    const outside = r.allowed ? '' : '  (outside preferred fence)';
+    if (r.cost === null || r.latency === null) {
+      lines.push(`  ${r.region.padEnd(16)}${km}${outside}`);
+      continue;
+    }
+    const c = r.cost;
+    const f = (ms: number): string => ms.toFixed(1);
+    const terms = `${f(c.totalMs).padStart(6)} = ${f(c.distanceMs)} + ${f(c.slownessMs)} + ${f(c.errorMs)} + ${f(c.localMs)}`;
+    const l = r.latency;
+    const rtt = l.rttMs === null ? 'rtt not measured' : `rtt ${f(l.rttMs)} ms, floor ${f(l.floorMs ?? l.rttMs)} ms`;
+    lines.push(`  ${r.region.padEnd(16)}${km.padStart(9)}  ${terms.padEnd(48)}  ${rtt}, errors ${(l.errorRatio * 100).toFixed(1)} %${outside}`);
   }
   lines.push('', 'candidates in order:');
   x.candidates.forEach((c, i) => lines.push(`  ${String(i + 1).padStart(2)}. ${c.region}/${c.zone}  ${c.endpoint}`));

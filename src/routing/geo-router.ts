@@ -4,6 +4,8 @@ import type { Endpoint, Fence, MeridianConfig, Region, Zone } from '../config/ty
 import type { HealthSnapshot } from '../health/state.ts';
 import type { GeoLocation } from '../geo/database.ts';
 import { greatCircleKm } from '../geo/distance.ts';
+import { AREA_COUNT, areaOf, homeSetOf, MOVED, type PublishedHomes } from './area-homes.ts';
+import { costTerms, UNMEASURED, type CostTerms, type RegionLatency } from './latency-cost.ts';
 import { MISROUTE_REASONS, type MisrouteCost, type MisrouteReason, type RegionChoice, type RouteCode, type RouteDecision, type RouteFacts, type Router } from './types.ts';
 
 type Affinity = { readonly kind: 'project' | 'host' | 'upload'; readonly key: string; readonly regions: readonly string[] };
@@ -15,24 +17,29 @@ const AFFINITY_CODE: Readonly<Record<Affinity['kind'], RouteCode>> = Object.free
 /** Health as `meridian route` assumes it: no endpoint known to be down, no RTT measured yet. */
 export const ALL_HEALTHY: HealthSnapshot = Object.freeze({ version: 0, usable: [], rttMs: [] });
 
-/** A router for one config and one health snapshot; a health change builds a new one (and a fresh memo). */
-export function createGeoRouter(config: MeridianConfig, health: HealthSnapshot = ALL_HEALTHY): GeoRouter {
-  return new GeoRouter(config, health);
+/**
+ * A router for one config, one health snapshot and one publication of latency homes; a change of either builds a new
+ * one (and a fresh memo).
+ */
+export function createGeoRouter(config: MeridianConfig, health: HealthSnapshot = ALL_HEALTHY, homes: PublishedHomes | null = null): GeoRouter {
+  return new GeoRouter(config, health, homes);
 }
 
 export class GeoRouter implements Router {
   readonly #config: MeridianConfig;
   readonly #health: HealthSnapshot;
+  readonly #homes: PublishedHomes | null;
   readonly #byLocation = new WeakMap<GeoLocation, RouteDecision>();
   readonly #unknown: RouteDecision;
   /** Affinity decisions by kind, then key (a project id or a region name: bounded by the config), then location. */
   readonly #byAffinity = { upload: new Map<string, AffinityMemo>(), project: new Map<string, AffinityMemo>(), host: new Map<string, AffinityMemo>() };
   readonly #hasHostRules: boolean;
 
-  constructor(config: MeridianConfig, health: HealthSnapshot) {
+  constructor(config: MeridianConfig, health: HealthSnapshot, homes: PublishedHomes | null) {
     this.#config = config;
     this.#health = health;
-    this.#unknown = decide(config, null, null, health);
+    this.#homes = homes;
+    this.#unknown = decide(config, null, null, health, homes);
     this.#hasHostRules = config.routing.hostRegions.size > 0 || config.routing.hostSuffixRegions.length > 0;
   }
 
@@ -50,7 +57,7 @@ export class GeoRouter implements Router {
     if (location === null) return this.#unknown;
     let decision = this.#byLocation.get(location);
     if (decision === undefined) {
-      decision = decide(this.#config, location, null, this.#health);
+      decision = decide(this.#config, location, null, this.#health, this.#homes);
       this.#byLocation.set(location, decision);
     }
     return decision;
@@ -62,10 +69,10 @@ export class GeoRouter implements Router {
     if (memo === undefined) byKey.set(key, (memo = { unknown: undefined, byLocation: new WeakMap() }));
     const location = facts.location;
     // Affinity fixes the home region; the client's location still picks its fence and orders the other regions.
-    if (location === null) return (memo.unknown ??= decide(this.#config, null, { kind, key, regions }, this.#health));
+    if (location === null) return (memo.unknown ??= decide(this.#config, null, { kind, key, regions }, this.#health, this.#homes));
     let decision = memo.byLocation.get(location);
     if (decision === undefined) {
-      decision = decide(this.#config, location, { kind, key, regions }, this.#health);
+      decision = decide(this.#config, location, { kind, key, regions }, this.#health, this.#homes);
       memo.byLocation.set(location, decision);
     }
     return decision;
@@ -90,7 +97,13 @@ export function fenceFor(config: MeridianConfig, location: GeoLocation | null): 
 }
 
 /** The full decision for one location and affinity: pure, and only run when not memoized. */
-export function decide(config: MeridianConfig, location: GeoLocation | null, affinity: Affinity | null, health: HealthSnapshot = ALL_HEALTHY): RouteDecision {
+export function decide(
+  config: MeridianConfig,
+  location: GeoLocation | null,
+  affinity: Affinity | null,
+  health: HealthSnapshot = ALL_HEALTHY,
+  published: PublishedHomes | null = null,
+): RouteDecision {
   const { topology, routing } = config;
   const fence = fenceFor(config, location);
   const self = topology.self.region;
@@ -98,6 +111,18 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
   const origin: { lat: number; lon: number } = location ?? topology.regions.find((r) => r.name === self)!;
   const km = new Map(topology.regions.map((r) => [r.name, greatCircleKm(origin.lat, origin.lon, r.lat, r.lon)]));
   const byDistance = (a: Region, b: Region): number => km.get(a.name)! - km.get(b.name)!;
+  // Latency order: every region's cost term by term; measurements only from homes published for this topology.
+  const latencyOrder = routing.order === 'latency';
+  const measured = published !== null && published.latency.length === topology.regions.length ? published : null;
+  const costs = new Map<string, { terms: CostTerms; latency: RegionLatency } | null>(
+    topology.regions.map((r, i) => {
+      if (!latencyOrder) return [r.name, null];
+      const latency = measured?.latency[i] ?? UNMEASURED;
+      const { errorPenaltyMs } = routing.latency;
+      return [r.name, { terms: costTerms(km.get(r.name)!, latency, r.name === self, routing.localPreferenceKm, errorPenaltyMs), latency }];
+    }),
+  );
+  const byCost = latencyOrder ? (a: Region, b: Region): number => costs.get(a.name)!.terms.totalMs - costs.get(b.name)!.terms.totalMs || byDistance(a, b) : byDistance;
 
   const fenced = fence === null ? topology.regions : topology.regions.filter((r) => fence.regions.includes(r.name));
   // Affinity narrows the set to the regions that hold the data; a fence can only narrow it further.
@@ -105,40 +130,66 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
   const allowed = affinity === null ? fenced : affine.filter((r) => fenced.includes(r));
   const nearest = [...allowed].sort(byDistance)[0];
   const local = allowed.find((r) => r.name === self);
+  // Where distance alone puts the client: this region within `localPreferenceKm` of the nearest, else the nearest.
+  const distanceHome = location === null ? (local ?? nearest) : local !== undefined && nearest !== undefined && km.get(self)! - km.get(nearest.name)! <= routing.localPreferenceKm ? local : nearest;
 
   let home: Region | undefined;
   let reason: string;
   let code: RouteCode;
+  let area: RouteDecision['area'] = null;
   if (affinity !== null) {
     home = allowed[0];
     reason = home ? `${affinity.kind} affinity (${affinity.key}) → ${home.name}` : `${affinity.kind} affinity (${affinity.key}) has no region allowed here`;
     code = AFFINITY_CODE[affinity.kind];
-  } else if (location === null) {
-    home = local ?? nearest;
-    reason = `location unknown → ${home === local ? 'local region' : 'nearest allowed region to this instance'} ${home?.name ?? '(none)'}`;
-    code = 'unknown-location';
-  } else if (local !== undefined && nearest !== undefined && km.get(self)! - km.get(nearest.name)! <= routing.localPreferenceKm) {
-    home = local;
-    reason = local === nearest ? `nearest region ${self} (${Math.round(km.get(self)!)} km)` : `local preference: ${self} is within ${routing.localPreferenceKm} km of nearest ${nearest.name}`;
-    code = local === nearest ? 'nearest' : 'local-preference';
   } else {
-    home = nearest;
-    reason = home ? `nearest allowed region ${home.name} (${Math.round(km.get(home.name)!)} km)` : 'no region allowed';
-    code = 'nearest';
+    home = distanceHome;
+    let moved = false;
+    if (latencyOrder && measured !== null && allowed.length > 0) {
+      // The client's area has one home for every client in it and every worker: the one the hysteresis holds.
+      area = { set: homeSetOf(config, fence), area: areaOf(origin.lat, origin.lon) };
+      const held = measured.homes[area.set * AREA_COUNT + area.area];
+      const region = topology.regions[held & ~MOVED];
+      if (region !== undefined && allowed.includes(region)) {
+        home = region;
+        moved = (held & MOVED) !== 0;
+      }
+    }
+    if (location === null) {
+      reason = `location unknown → ${home === local ? 'local region' : 'nearest allowed region to this instance'} ${home?.name ?? '(none)'}`;
+      code = 'unknown-location';
+    } else if (home === undefined) {
+      reason = 'no region allowed';
+      code = 'nearest';
+    } else if (home === local) {
+      reason = local === nearest ? `nearest region ${self} (${Math.round(km.get(self)!)} km)` : `local preference: ${self} is within ${routing.localPreferenceKm} km of nearest ${nearest.name}`;
+      code = local === nearest ? 'nearest' : 'local-preference';
+    } else {
+      reason = `nearest allowed region ${home.name} (${Math.round(km.get(home.name)!)} km)`;
+      code = 'nearest';
+    }
+    if (moved && home !== undefined && distanceHome !== undefined && home !== distanceHome) {
+      const cost = (r: Region): string => `${costs.get(r.name)!.terms.totalMs.toFixed(1)} ms`;
+      reason = `latency: ${home.name} costs ${cost(home)}, ${distanceHome.name} (${location === null ? 'local' : 'nearer'}) ${cost(distanceHome)}`;
+      code = 'latency';
+    }
   }
   // `fence` only when the fence changed the home: the same rules without it would have picked another region.
-  if (affinity === null && fence !== null && home !== undefined && unfencedHome(topology.regions, self, km, routing.localPreferenceKm) !== home) code = 'fence';
+  if (affinity === null && code !== 'latency' && fence !== null && home !== undefined && unfencedHome(topology.regions, self, km, routing.localPreferenceKm) !== home) code = 'fence';
   if (fence !== null) reason += `; fence ${fence.name} (${fence.mode}) allows ${fence.regions.join(', ')}`;
 
+  const choice = (r: Region, isAllowed: boolean): RegionChoice => {
+    const cost = costs.get(r.name)!;
+    return { region: r.name, distanceKm: location ? km.get(r.name)! : null, allowed: isAllowed, cost: cost?.terms ?? null, latency: cost?.latency ?? null };
+  };
   const ordered: Region[] = home ? [home] : [];
-  for (const r of [...allowed].sort(byDistance)) if (r !== home) ordered.push(r);
-  const regions: RegionChoice[] = ordered.map((r) => ({ region: r.name, distanceKm: location ? km.get(r.name)! : null, allowed: true }));
+  for (const r of [...allowed].sort(byCost)) if (r !== home) ordered.push(r);
+  const regions: RegionChoice[] = ordered.map((r) => choice(r, true));
   // A preferred fence spills to the rest of the world (or of the affinity's regions) only after every allowed region;
   // strict never does. An upload that spilled must keep reaching the region that holds it.
   if (fence?.mode === 'preferred') {
-    for (const r of affine.filter((r) => !fenced.includes(r)).sort(byDistance)) {
+    for (const r of affine.filter((r) => !fenced.includes(r)).sort(byCost)) {
       ordered.push(r);
-      regions.push({ region: r.name, distanceKm: location ? km.get(r.name)! : null, allowed: false });
+      regions.push(choice(r, false));
     }
   }
 
@@ -175,6 +226,7 @@ export function decide(config: MeridianConfig, location: GeoLocation | null, aff
     code,
     fence,
     misrouteNearest: misroute ? geoNearest.name : null,
+    area,
     misrouteCost: location === null ? null : misrouteCost(topology.endpoints, self, km, home?.name ?? null, fence, affinity !== null, routing.localPreferenceKm),
   });
 }

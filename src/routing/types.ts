@@ -1,6 +1,7 @@
 // The contract between the data plane and whatever orders candidates for a request.
 import type { Endpoint, Fence } from '../config/types.ts';
 import type { GeoLocation } from '../geo/database.ts';
+import type { CostTerms, RegionLatency } from './latency-cost.ts';
 
 /** What the data plane knows about a request when it asks for candidates. */
 export interface RouteFacts {
@@ -20,12 +21,16 @@ export interface RegionChoice {
   readonly distanceKm: number | null;
   /** False for regions outside a preferred fence, tried only after the allowed ones. */
   readonly allowed: boolean;
+  /** Latency order: the region's cost term by term (src/routing/latency-cost.ts); null in distance order. */
+  readonly cost: CostTerms | null;
+  /** Latency order: what the cost's measured terms were made from; null in distance order. */
+  readonly latency: RegionLatency | null;
 }
 
 /**
  * Why the first candidate is where it is, as a bounded token (the `reason` field says it in words): the home region's
  * rule (`nearest`, `local-preference`, `unknown-location`, `fence` when a fence kept the client from its nearest
- * region, `affinity-project`, `affinity-host`, `upload-pin`), or what health made of it (`failover`: every endpoint of
+ * region, `latency` when latency order moved the client's area away from the region distance picks, `affinity-project`, `affinity-host`, `upload-pin`), or what health made of it (`failover`: every endpoint of
  * the home region is down and another region comes first; `panic`: nothing healthy, all tried), or `none`: nothing to
  * route to (no region allowed, a strict fence's regions all down, or a request answered before routing).
  */
@@ -34,6 +39,7 @@ export type RouteCode =
   | 'local-preference'
   | 'unknown-location'
   | 'fence'
+  | 'latency'
   | 'affinity-project'
   | 'affinity-host'
   | 'upload-pin'
@@ -60,6 +66,8 @@ export interface RouteDecision {
    * be one (location unknown, or the client is near everything it can reach). Left out by decisions made before routing.
    */
   readonly misrouteCost?: MisrouteCost | null;
+  /** Latency order, no affinity: the client area and home set the hysteresis keeps a home for (src/routing/area-homes.ts). */
+  readonly area?: { readonly set: number; readonly area: number } | null;
 }
 
 /** Why a request was served farther than its nearest region: bounded label values, in the order counters index them. */

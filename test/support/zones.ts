@@ -26,6 +26,8 @@ export interface Backend {
   /** performance.now() of every 200 it answered with its default handler, in order. */
   readonly servedAt: number[];
   probeAnswer: ProbeAnswer;
+  /** How long health checks wait for their answer (0: at once); a region made slow, as its probes see it. */
+  probeDelayMs: number;
   /** Traffic handler; the default answers 200 with the backend's name. */
   handler: (req: IncomingMessage, res: ServerResponse) => void;
   /** Crash: stop listening and cut every connection, WebSockets included. */
@@ -47,7 +49,9 @@ export async function startBackend(name: string, healthPath = DEFAULT_HEALTH_PAT
     if (req.headers['user-agent'] === HEALTH_CHECK_AGENT && req.url === healthPath) {
       probes++;
       const pass = backend.probeAnswer === 'pass' || (backend.probeAnswer === 'flap' && probes % 2 === 1);
-      res.writeHead(pass ? 200 : 503).end();
+      if (backend.probeDelayMs === 0) return void res.writeHead(pass ? 200 : 503).end();
+      const timer = setTimeout(() => res.writeHead(pass ? 200 : 503).end(), backend.probeDelayMs);
+      res.on('close', () => clearTimeout(timer));
       return;
     }
     requests++;
@@ -81,6 +85,7 @@ export async function startBackend(name: string, healthPath = DEFAULT_HEALTH_PAT
     },
     servedAt,
     probeAnswer: 'pass',
+    probeDelayMs: 0,
     handler: serveName,
     kill,
     restart: async () => {

@@ -1,0 +1,126 @@
+// Latency order end to end: Meridian in a far-north region, two regions at nearly the same distance from a client the
+// fixture database places between them, real backends whose health checks can be made slow. The client's home moves
+// to the other region only after the hysteresis window, every worker sends the client there, /route explains the
+// cost term by term with the pending move, and a region that alternates between slow and fast faster than the window
+// never moves the home at all.
+import { afterEach, describe, expect, test } from 'vitest';
+import { send, until } from './support/harness.ts';
+import { cityFixture, cityRecord as city } from './support/mmdb-writer.ts';
+import { startWorld, type Layout, type World } from './support/zones.ts';
+
+const LAYOUT: Layout = {
+  north: { location: [64, 5], zones: { 'az-1': ['north-1'] } },
+  // West is nearer the client by ~30 km (0.3 ms of cost): far less than the margin.
+  west: { location: [46, 0], zones: { 'az-1': ['west-1'] } },
+  east: { location: [46, 10.4], zones: { 'az-1': ['east-1'] } },
+};
+const CLIENT_IP = '81.2.69.142';
+const database = cityFixture([{ network: '81.2.69.0/24', data: city('CH', 'EU', 47, 5) }]);
+/** Probes every 50 ms: the smoothed RTT follows a change within a few hundred ms. */
+const HEALTH = { interval: '50ms', unhealthyInterval: '50ms', timeout: '2s' };
+const WINDOW_MS = 2_000;
+/** What a slow region adds to its probes' answers: well over the 10 ms margin once smoothed. */
+const SLOW_MS = 60;
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+async function world(workers = 1): Promise<World> {
+  const started = await startWorld(
+    LAYOUT,
+    { region: 'north', zone: 'az-1' },
+    {
+      geo: { databases: [database()], trustedProxies: ['127.0.0.0/8'] },
+      health: HEALTH,
+      routing: { latency: { margin: '10ms', window: `${WINDOW_MS}ms` } },
+      headers: { explain: true },
+    },
+    workers,
+  );
+  cleanup.push(() => started.close());
+  return started;
+}
+
+interface Explained {
+  readonly home: string;
+  readonly code: string;
+  readonly reason: string;
+  readonly pendingHome: { region: string; since: number; leadMs: number } | null;
+  readonly regions: readonly { region: string; cost: { distanceMs: number; slownessMs: number; errorMs: number; localMs: number; totalMs: number }; latency: { rttMs: number | null; floorMs: number | null } }[];
+}
+
+async function explain(w: World): Promise<Explained> {
+  const reply = await fetch(`http://127.0.0.1:${w.adminPort}/route?ip=${CLIENT_IP}`);
+  expect(reply.status).toBe(200);
+  return (await reply.json()) as Explained;
+}
+
+/** Which backend answered the client, on a connection of its own (so each may land on another worker). */
+async function servedBy(w: World): Promise<string> {
+  const reply = await send(w.port, { headers: { 'x-forwarded-for': CLIENT_IP } });
+  expect(reply.status).toBe(200);
+  return reply.body.toString();
+}
+
+describe('latency order with hysteresis', () => {
+  test('a slowed region loses the client only after the window, in every worker, and /route shows the terms', async () => {
+    const w = await world(2);
+    // Both RTTs measured, the floors set, nothing moved yet.
+    await until(async () => (await explain(w)).regions.every((r) => r.latency.rttMs !== null), 'every region probed');
+    expect((await explain(w)).home).toBe('west');
+    for (let i = 0; i < 8; i++) expect(await servedBy(w)).toBe('west-1');
+
+    w.backends['west-1'].probeDelayMs = SLOW_MS;
+    const slowedAt = Date.now();
+    let pending: Explained['pendingHome'] = null;
+    const moved = await until(
+      async () => {
+        const x = await explain(w);
+        if (x.home === 'west') pending ??= x.pendingHome;
+        return x.home === 'east' ? x : null;
+      },
+      'the home to move east',
+      WINDOW_MS + 8_000,
+      25,
+    );
+    const movedAfter = Date.now() - slowedAt;
+    expect(movedAfter, 'the home moved before the hysteresis window was over').toBeGreaterThanOrEqual(WINDOW_MS);
+    expect(pending, 'while waiting, /route names the challenger and its lead').toMatchObject({ region: 'east', leadMs: expect.any(Number) });
+    expect(pending!.leadMs).toBeGreaterThanOrEqual(10);
+
+    expect(moved.code).toBe('latency');
+    expect(moved.reason).toMatch(/^latency: east costs [\d.]+ ms, west \(nearer\) [\d.]+ ms/);
+    const west = moved.regions.find((r) => r.region === 'west')!;
+    expect(west.cost.slownessMs).toBeGreaterThan(10);
+    expect(west.cost.slownessMs).toBeCloseTo(west.latency.rttMs! - west.latency.floorMs!, 6);
+    expect(west.cost.totalMs).toBeCloseTo(west.cost.distanceMs + west.cost.slownessMs + west.cost.errorMs + west.cost.localMs, 6);
+    expect(moved.regions[0].region).toBe('east');
+
+    // The workers route with the same published homes: every connection now reaches east.
+    await until(async () => (await servedBy(w)) === 'east-1', 'a worker to send the client east');
+    for (let i = 0; i < 8; i++) expect(await servedBy(w)).toBe('east-1');
+    const header = (await send(w.port, { headers: { 'x-forwarded-for': CLIENT_IP } })).headers['x-meridian-route'];
+    expect(String(header)).toMatch(/\beast\b.*\blatency\b/);
+  });
+
+  test('a region alternating between slow and fast faster than the window never moves the home', async () => {
+    const w = await world();
+    await until(async () => (await explain(w)).regions.every((r) => r.latency.rttMs !== null), 'every region probed');
+    const west = w.backends['west-1'];
+    const homes = new Set<string>();
+    let led = false;
+    const until_ = Date.now() + 3 * WINDOW_MS;
+    // 700 ms slow, 700 ms fast: each slow spell leads by far more than the margin, but for less than the window.
+    while (Date.now() < until_) {
+      west.probeDelayMs = Math.floor(Date.now() / 700) % 2 === 0 ? SLOW_MS : 0;
+      const x = await explain(w);
+      homes.add(x.home);
+      led ||= x.pendingHome?.region === 'east';
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    expect(led, 'the slow spells did put east ahead by the margin').toBe(true);
+    expect([...homes]).toEqual(['west']);
+  });
+});
