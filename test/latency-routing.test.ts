@@ -105,6 +105,25 @@ describe('latency order with hysteresis', () => {
     expect(String(header)).toMatch(/\beast\b.*\blatency\b/);
   });
 
+  test('a region that fails its requests sinks by its error share, though its probes pass', async () => {
+    const w = await world(2);
+    await until(async () => (await explain(w)).regions.every((r) => r.latency.rttMs !== null), 'every region probed');
+    expect(await servedBy(w)).toBe('west-1');
+    // 500 is the application's answer: passed through, never retried, never ejected by health checks.
+    w.backends['west-1'].handler = (_req, res) => void res.writeHead(500).end('broken');
+    for (let i = 0; i < 30; i++) expect((await send(w.port, { headers: { 'x-forwarded-for': CLIENT_IP } })).status).toBe(500);
+    const moved = await until(async () => {
+      const x = await explain(w);
+      return x.home === 'east' ? x : null;
+    }, 'the home to move east', WINDOW_MS + 8_000, 25);
+    const west = moved.regions.find((r) => r.region === 'west')! as Explained['regions'][number] & { latency: { errorRatio: number } };
+    // 30 of the 31 requests west served in the last seconds failed: that share of the penalty (200 ms by default).
+    expect(west.latency.errorRatio).toBeCloseTo(30 / 31, 9);
+    expect(west.cost.errorMs).toBeCloseTo((30 / 31) * 200, 9);
+    expect(moved.code).toBe('latency');
+    expect(await servedBy(w)).toBe('east-1');
+  });
+
   test('a region alternating between slow and fast faster than the window never moves the home', async () => {
     const w = await world();
     await until(async () => (await explain(w)).regions.every((r) => r.latency.rttMs !== null), 'every region probed');

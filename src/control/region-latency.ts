@@ -13,8 +13,12 @@ import type { TrafficCatalog } from '../observe/traffic-tables.ts';
  */
 const FLOOR_HOURS = 24;
 const HOUR_MS = 3_600_000;
-/** The error share is taken over this many seconds… */
-const ERROR_WINDOW_SECONDS = 10;
+/**
+ * The error share is taken over the last 10 s… Once a region's clients have moved away, its failures age out of this
+ * window and its clients come back after the hysteresis window: a region that still fails sinks again, which is how
+ * a sunk region gets tried again without probes that could tell errors apart.
+ */
+const ERROR_WINDOW_MS = 10_000;
 /** …and only from this many requests up: one failure in three requests says little about a region. */
 const MIN_REQUESTS_FOR_ERRORS = 20;
 
@@ -39,9 +43,8 @@ class RttFloor {
 /** Per region, by name, so floors and error history carry over reloads that keep the region. */
 interface RegionHistory {
   readonly floor: RttFloor;
-  /** Cumulative requests and failures at each of the last seconds' reads, oldest first. */
-  readonly requests: number[];
-  readonly failures: number[];
+  /** Cumulative requests and failures at each read of the last ERROR_WINDOW_MS (and one before), oldest first. */
+  readonly reads: { readonly at: number; readonly requests: number; readonly failures: number }[];
 }
 
 export class RegionLatencyMeter {
@@ -57,7 +60,7 @@ export class RegionLatencyMeter {
   measure(topology: Topology, health: HealthSnapshot, now: number): RegionLatency[] {
     return topology.regions.map((region) => {
       let history = this.#history.get(region.name);
-      if (history === undefined) this.#history.set(region.name, (history = { floor: new RttFloor(), requests: [], failures: [] }));
+      if (history === undefined) this.#history.set(region.name, (history = { floor: new RttFloor(), reads: [] }));
       let usable: number | null = null;
       let any: number | null = null;
       for (const zone of region.zones) {
@@ -71,11 +74,11 @@ export class RegionLatencyMeter {
       // A region with nothing usable is failed over by health; its cost still needs a number to explain.
       const rttMs = usable ?? any;
       const floorMs = rttMs === null ? null : history.floor.observe(rttMs, now);
-      return { rttMs, floorMs, errorRatio: this.#errorRatio(region.name, region.zones.map((z) => z.name), history) };
+      return { rttMs, floorMs, errorRatio: this.#errorRatio(region.name, region.zones.map((z) => z.name), history, now) };
     });
   }
 
-  #errorRatio(region: string, zones: readonly string[], history: RegionHistory): number {
+  #errorRatio(region: string, zones: readonly string[], history: RegionHistory, now: number): number {
     if (this.#catalog === null) return 0;
     let requests = 0;
     let failures = 0;
@@ -92,13 +95,12 @@ export class RegionLatencyMeter {
         }
       }
     }
-    history.requests.push(requests);
-    history.failures.push(failures);
-    if (history.requests.length > ERROR_WINDOW_SECONDS + 1) {
-      history.requests.shift();
-      history.failures.shift();
-    }
-    const windowRequests = requests - history.requests[0];
-    return windowRequests < MIN_REQUESTS_FOR_ERRORS ? 0 : (failures - history.failures[0]) / windowRequests;
+    const { reads } = history;
+    reads.push({ at: now, requests, failures });
+    // The oldest read kept is the last one at or before the window's start: the counts since then are the window's.
+    while (reads.length > 2 && reads[1].at <= now - ERROR_WINDOW_MS) reads.shift();
+    const windowRequests = requests - reads[0].requests;
+    const windowFailures = failures - reads[0].failures;
+    return windowRequests < MIN_REQUESTS_FOR_ERRORS ? 0 : windowFailures / windowRequests;
   }
 }
