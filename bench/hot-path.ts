@@ -17,6 +17,9 @@ import { Traffic } from '../src/proxy/plane.ts';
 import { allocateBuckets, monotonicClock, RateLimiter } from '../src/proxy/rate-limit.ts';
 import { PASSED } from '../src/proxy/rate-buckets.ts';
 import type { RouteFacts } from '../src/routing/types.ts';
+import { AreaHomes } from '../src/routing/area-homes.ts';
+import { decide } from '../src/routing/geo-router.ts';
+import type { RegionLatency } from '../src/routing/latency-cost.ts';
 import { describeEnvironment } from './machine.ts';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 5_000_000);
@@ -73,7 +76,14 @@ const config = compileConfig(
 );
 const trusted = config.geo.trustedProxies;
 const locator = await GeoLocator.open(DEFAULT_GEO_DATABASES, { cacheSize: config.geo.cacheSize });
-const router = createGeoRouter(config);
+// Latency order as workers run it: the control plane's published area homes, with every region measured.
+const homes = new AreaHomes(config);
+const measuredLatency = (tick: number): RegionLatency[] =>
+  config.topology.regions.map((_, r) => ({ rttMs: 20 + r + (tick % 7), floorMs: 20 + r, errorRatio: r === 1 ? 0.01 : 0 }));
+homes.update(measuredLatency(0), 0);
+const router = createGeoRouter(config, undefined, homes.published);
+const distanceConfig = compileConfig({ ...config.input, routing: { ...config.input.routing, order: 'distance' } }, {});
+const distanceRouter = createGeoRouter(distanceConfig);
 
 // The load balancer in front appended itself to the client's entry: two hops, the right one trusted.
 const clients = Array.from({ length: CLIENTS }, clientAddress);
@@ -133,6 +143,7 @@ const resolved = forwardedFor.map((xff) => resolveClientIp(PEER, xff, trusted));
 const locations = resolved.map((ip) => locator.locate(ip));
 const facts = resolved.map((ip, i) => newFacts(ip, locations[i]));
 for (const f of facts) router.route(f);
+for (const f of facts) distanceRouter.route(f);
 
 // The counters as a worker sees them: views over shared buffers, updated with Atomics.
 const tables = createSharedTables(config.topology.endpoints.length);
@@ -180,6 +191,9 @@ const phases: Record<string, (n: number) => void> = {
   },
   'route (memoized)': (n) => {
     for (let i = 0; i < n; i++) sink += router.route(facts[i & MASK]).candidates.length;
+  },
+  'route (memoized), distance order': (n) => {
+    for (let i = 0; i < n; i++) sink += distanceRouter.route(facts[i & MASK]).candidates.length;
   },
   'upstream headers': (n) => {
     for (let i = 0; i < n; i++) sink += upstreamRequestHeaders(headers[i & MASK], facts[i & MASK], false).length;
@@ -235,6 +249,21 @@ for (const [name, run] of Object.entries(phases)) {
   results.push([name, rounds[Math.floor(ROUNDS / 2)]]);
 }
 
+// Off the hot path, each once per client location and router (a router lives until the next health change or
+// publication of area homes), and once per hysteresis step on the control plane.
+const coldRuns = (name: string, count: number, run: (i: number) => void): [string, number] => {
+  for (let i = 0; i < count; i++) run(i);
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < count; i++) run(i);
+  return [name, Number(process.hrtime.bigint() - start) / count];
+};
+const published = homes.published;
+const cold: [string, number][] = [
+  coldRuns('decision on a memo miss, latency order', 20_000, (i) => void (sink += decide(config, locations[i & MASK], null, undefined, published).candidates.length)),
+  coldRuns('decision on a memo miss, distance order', 20_000, (i) => void (sink += decide(distanceConfig, locations[i & MASK], null).candidates.length)),
+  coldRuns('area homes step (control plane, ≤ 1/s)', 50, (i) => void (sink += homes.update(measuredLatency(i), i * 1000) ? 1 : 0)),
+];
+
 const baseline = results[0][1];
 const together = results.at(-1)![1];
 const rows = results.map(([name, ns]) => [name, ns.toFixed(1), (ns / together).toFixed(2), `${((100 * ns) / GOAL_NS).toFixed(1)} %`]);
@@ -243,6 +272,10 @@ const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].len
 const line = (cells: string[]) => `| ${cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join(' | ')} |`;
 console.log(['', line(head), `|${widths.map((w, c) => (c === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...rows.map(line)].join('\n'));
 console.log(`\nhot path: ${(together - baseline).toFixed(0)} ns/op above the bare loop; goal < ${GOAL_NS} ns: ${together < GOAL_NS ? 'met' : 'NOT met'}`);
+const routed = results.find(([name]) => name === 'route (memoized)')![1];
+const distanceRouted = results.find(([name]) => name === 'route (memoized), distance order')![1];
+console.log(`latency order, memoized: ${(routed - distanceRouted).toFixed(0)} ns/op over distance order (${routed.toFixed(0)} vs ${distanceRouted.toFixed(0)} ns)`);
+for (const [name, ns] of cold) console.log(`${name}: ${(ns / 1000).toFixed(1)} µs`);
 const limited = results.find(([name]) => name.startsWith('rate limit'))![1];
 console.log(`rate limit under it: ${(limited - baseline).toFixed(0)} ns/op above the bare loop (2 rules, ${CLIENTS} clients in the shared table); refused: ${refused}`);
 console.log(`1-minute load average: ${env.loadAtStart.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end (this run adds about 1)`);
