@@ -151,6 +151,17 @@ describe('compileConfig', () => {
     expect(problems({ ...valid(), workers })).toEqual([`workers: ${message}`]);
   });
 
+  test('routing.order and routing.latency: defaults, and bad values named by their field', () => {
+    const config = compileConfig(valid(), {});
+    expect(config.routing.order).toBe('latency');
+    expect(config.routing.latency).toEqual({ errorPenaltyMs: 200, marginMs: 10, windowMs: 30_000 });
+    const tuned = compileConfig({ ...valid(), routing: { order: 'distance', latency: { margin: '25ms', window: '2m', errorPenalty: '1s' } } }, {});
+    expect(tuned.routing).toMatchObject({ order: 'distance', latency: { errorPenaltyMs: 1000, marginMs: 25, windowMs: 120_000 } });
+    expect(problems({ ...valid(), routing: { order: 'fastest' } })).toEqual([expect.stringMatching(/^routing\.order: .*"latency".*"distance"/)]);
+    expect(problems({ ...valid(), routing: { latency: { window: 'soon' } } })).toEqual(['routing.latency.window: not a duration ("soon"); use e.g. 250ms, 5s, 2m']);
+    expect(problems({ ...valid(), routing: { latency: { hysteresis: 1 } } })).toEqual(['routing.latency.hysteresis: unknown key']);
+  });
+
   test('config.input builds again, with no environment and no schema, to an equal config (what a data-plane thread does)', () => {
     const raw = valid();
     raw.workers = 2;
