@@ -50,15 +50,11 @@ export function failAnswer(tunnel: Tunnel, error: ProxyError): void {
 function switchProtocols(tunnel: Tunnel, head: AnswerHead, headBytes: Buffer, rest: Buffer): void {
   const upstream = tunnel.upstream!;
   const downstream = tunnel.downstream;
-  const key = tunnel.req.headers['sec-websocket-key']!;
+  const key = tunnel.req!.headers['sec-websocket-key']!;
   if (headerValue(head, 'upgrade')?.toLowerCase() !== 'websocket' || headerValue(head, 'sec-websocket-accept') !== acceptFor(key)) {
     return failAnswer(tunnel, new ProxyError(KINDS.badResponse, undefined, 'The upstream endpoint switched protocols without a valid WebSocket handshake.'));
   }
-  tunnel.phase = 'open';
   tunnel.answer = EMPTY;
-  const idle = tunnel.plane.config.timeouts.websocketIdle;
-  upstream.setTimeout(idle);
-  downstream.setTimeout(idle);
   downstream.write(headBytes);
   if (rest.length > 0) {
     tunnel.frames.advance(rest);
@@ -66,9 +62,7 @@ function switchProtocols(tunnel: Tunnel, head: AnswerHead, headBytes: Buffer, re
   }
   if (tunnel.head.length > 0) upstream.write(tunnel.head);
   tunnel.head = EMPTY;
-  // pipe() ends the other side on 'end' and applies backpressure; stream.pipeline would allocate per tunnel.
-  downstream.pipe(upstream);
-  upstream.pipe(downstream);
+  tunnel.open();
 }
 
 function startRelay(tunnel: Tunnel, head: AnswerHead, rest: Buffer): void {

@@ -10,13 +10,14 @@ import { upstreamRequestHeaders, type ForwardingFacts } from './headers.ts';
 import { errorBody, fenceExhausted, KINDS, ProxyError, translateUpstreamError } from './errors.ts';
 import { tunnelClose, tunnelOpen } from './events.ts';
 import { recordTunnel, type TunnelCloseReason } from './record.ts';
-import { identifyClient, peerAddress, projectOf, requestIdOf } from './request-facts.ts';
+import { identifyClient, peerAddress, projectOf, requestIdOf, type ClientFacts } from './request-facts.ts';
 import { overLimit } from './rate-limit.ts';
 import { settleTarget } from './request-target.ts';
 import type { DataPlane, TunnelHandle } from './plane.ts';
 import { handshakeProblem, SUPPORTED_VERSION_HEADER } from './websocket-handshake.ts';
 import { failAnswer, readAnswer, relayBody } from './websocket-answer.ts';
 import { FrameTracker, GOING_AWAY_FRAME } from './websocket-frames.ts';
+import { IdleSweep, type IdleWatched } from './websocket-idle.ts';
 
 /** Both sockets point back at their tunnel, so the listeners below are shared functions, not per-socket closures. */
 const TUNNEL = Symbol('meridian.tunnel');
@@ -26,6 +27,17 @@ type TunnelSocket = Socket & { [TUNNEL]?: Tunnel };
 const EMPTY = Buffer.alloc(0);
 
 /**
+ * A request id as one flat string. randomUUID() builds its text by concatenation, a rope of some thirty heap objects
+ * (about 850 bytes) that an open tunnel would otherwise keep for its whole life; the copy is under 60.
+ */
+function flat(text: string): string {
+  return Buffer.from(text, 'latin1').toString('latin1');
+}
+
+/** The open tunnels' idle timeouts, all on one interval for this thread. */
+const idleSweep = new IdleSweep<Tunnel>();
+
+/**
  * connect: reaching a candidate. answer: the upgrade request is upstream, the client's later bytes are held.
  * open: the upstream switched protocols and bytes flow both ways. relay: a refusal's body is passed to the client.
  * done: the client has (or is getting) its answer; nothing more is forwarded.
@@ -33,9 +45,10 @@ const EMPTY = Buffer.alloc(0);
 type Phase = 'connect' | 'answer' | 'open' | 'relay' | 'done';
 
 /** One upgrade request and its upstream connection; also the route facts, the forwarding facts and the event message. */
-export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
+export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle, IdleWatched {
   readonly plane: DataPlane;
-  readonly req: IncomingMessage;
+  /** The upgrade request until the tunnel opens; then let go, with its headers, for the tunnel's whole life. */
+  req: IncomingMessage | null;
   readonly downstream: TunnelSocket;
   readonly peerIp: string;
   readonly requestId: string;
@@ -76,6 +89,11 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
   goAwayTimer: NodeJS.Timeout | undefined = undefined;
   /** onDownstreamDrain is listening: added the first time writeDownstream meets backpressure. */
   drainListening = false;
+  /** onUpstreamDrain is listening: added the first time a client chunk meets a full upstream buffer. */
+  upstreamDrainListening = false;
+  /** Open tunnels: counted by the idle sweep, reset by every chunk either way. */
+  quietMs = 0;
+  idleLimitMs = 0;
   error: ProxyError | null = null;
 
   constructor(plane: DataPlane, req: IncomingMessage, downstream: TunnelSocket, head: Buffer) {
@@ -86,7 +104,7 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
     this.startedAt = performance.now();
     this.peerIp = peerAddress(downstream);
     this.clientIp = this.peerIp;
-    this.requestId = requestIdOf(req);
+    this.requestId = flat(requestIdOf(req));
     this.host = req.headers.host;
     this.forwardedHost = this.host;
     // TLS ended here (wss://): the upstream hears https, as for any request over the HTTPS listener.
@@ -122,7 +140,7 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
       ? connectTls({ host, port, servername: isIP(host) === 0 ? host : undefined, ALPNProtocols: ['http/1.1'] }, onUpstreamConnect)
       : connectTcp({ host, port }, onUpstreamConnect);
     upstream[TUNNEL] = this;
-    upstream.on('error', onError).on('close', onUpstreamClose).on('timeout', onTimeout).on('data', onUpstreamData);
+    upstream.on('error', onError).on('close', onUpstreamClose).on('timeout', onTimeout).on('data', onUpstreamData).on('end', onUpstreamEnd);
     upstream.setNoDelay(true);
     upstream.setTimeout(this.plane.config.timeouts.connect);
     this.upstream = upstream;
@@ -142,7 +160,7 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
     let head =
       `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\nx-request-id: ${this.requestId}\r\n${extraHead}`;
-    const origin = this.req.headers.origin;
+    const origin = this.req?.headers.origin;
     if (origin) head += `access-control-allow-origin: ${origin}\r\naccess-control-allow-credentials: true\r\nvary: Origin\r\n`;
     // Header values came off the wire as latin1; writing them back the same way keeps every byte.
     socket.write(`${head}\r\n`, 'latin1');
@@ -159,11 +177,28 @@ export class Tunnel implements RouteFacts, ForwardingFacts, TunnelHandle {
     // A relayed refusal finishes on its own; the end of the drain window cuts it if it has not.
     if (this.phase !== 'open') return;
     this.goAwayTimer = setTimeout(cut, graceMs, this);
-    const upstream = this.upstream!;
-    upstream.unpipe(this.downstream);
-    // unpipe() paused it: keep reading, so its close still arrives. onUpstreamData forwards up to the boundary.
-    upstream.resume();
+    // From now on onUpstreamData forwards only up to the next message boundary.
     if (this.frames.atMessageBoundary) sendGoingAway(this);
+  }
+
+  /** Called by the idle sweep: a tunnel quiet both ways for its whole idle timeout is cut. */
+  cutIdle(): void {
+    this.idledOut = true;
+    this.destroy();
+  }
+
+  /** The 101 went to the client: bytes now flow both ways through the shared listeners below. */
+  open(): void {
+    const { upstream, downstream } = this;
+    this.phase = 'open';
+    this.req = null;
+    // Per-socket timers give way to the thread's one sweep.
+    upstream!.setTimeout(0);
+    downstream.setTimeout(0);
+    this.idleLimitMs = this.plane.config.timeouts.websocketIdle;
+    if (this.idleLimitMs > 0) idleSweep.add(this);
+    downstream.on('data', onDownstreamData);
+    downstream.resume();
   }
 
   /** Where pipe() is not in charge (a relayed answer, the last message at shutdown): a slow client pauses the upstream. */
@@ -190,7 +225,8 @@ export function handleUpgrade(plane: DataPlane, req: IncomingMessage, socket: So
     tunnel.refuse(new ProxyError(KINDS.badRequest, undefined, problem), SUPPORTED_VERSION_HEADER);
     return;
   }
-  identifyClient(tunnel, plane);
+  // The request is still held here: the tunnel lets it go only once open.
+  identifyClient(tunnel as ClientFacts, plane);
   // Rate limits as for requests, before any upstream is contacted.
   if (plane.config.rateLimits.rules.length !== 0) {
     const refused = overLimit(plane, tunnel.clientIp, tunnel.host, req.url ?? '/', req.method ?? 'GET', tunnel.startedAt);
@@ -221,14 +257,20 @@ function onUpstreamConnect(this: TunnelSocket): void {
   this.write(tunnel.requestHead, 'latin1');
 }
 
-/** One listener for the upstream's whole life; in the open phase pipe() forwards, and this only follows frame headers. */
+/**
+ * One listener for the upstream's whole life. Once open it forwards, following frame headers on the way; shared
+ * functions like this one, not pipe(), which would add nine closures and two once-wrappers per direction and tunnel.
+ */
 function onUpstreamData(this: TunnelSocket, chunk: Buffer): void {
   const tunnel = this[TUNNEL]!;
   switch (tunnel.phase) {
     case 'open':
-      if (tunnel.goingAway) forwardToBoundary(tunnel, chunk);
-      else tunnel.frames.advance(chunk);
-      return;
+      tunnel.quietMs = 0;
+      // An ended or closed client takes nothing more; its close is on its way to the upstream.
+      if (!tunnel.downstream.writable) return;
+      if (tunnel.goingAway) return forwardToBoundary(tunnel, chunk);
+      tunnel.frames.advance(chunk);
+      return tunnel.writeDownstream(chunk);
     case 'answer':
       // An answer has begun: no other candidate will need the request head again.
       tunnel.requestHead = '';
@@ -264,6 +306,29 @@ function onDownstreamDrain(this: TunnelSocket): void {
   this[TUNNEL]!.upstream?.resume();
 }
 
+/** Client bytes of an open tunnel, also while it goes away (the client's close frame must reach the upstream). */
+function onDownstreamData(this: TunnelSocket, chunk: Buffer): void {
+  const tunnel = this[TUNNEL]!;
+  const upstream = tunnel.upstream!;
+  tunnel.quietMs = 0;
+  if (!upstream.writable || upstream.write(chunk)) return;
+  // A slow upstream pauses the client until its buffer drains.
+  this.pause();
+  if (tunnel.upstreamDrainListening) return;
+  tunnel.upstreamDrainListening = true;
+  upstream.on('drain', onUpstreamDrain);
+}
+
+function onUpstreamDrain(this: TunnelSocket): void {
+  this[TUNNEL]!.downstream.resume();
+}
+
+/** The upstream's FIN ends the client's side too, once open; while going away the close frame handles that. */
+function onUpstreamEnd(this: TunnelSocket): void {
+  const tunnel = this[TUNNEL]!;
+  if (tunnel.phase === 'open' && !tunnel.goingAway && tunnel.downstream.writable) tunnel.downstream.end();
+}
+
 function cut(tunnel: Tunnel): void {
   tunnel.destroy();
 }
@@ -287,15 +352,18 @@ function onTimeout(this: TunnelSocket): void {
   tunnel.destroy();
 }
 
-/** A client that hangs up before the upstream answered gets nothing more; closing aborts the upstream. */
+/** A client that hangs up before the upstream answered gets nothing more; closing aborts the upstream. Once open, its FIN goes up. */
 function onDownstreamEnd(this: TunnelSocket): void {
-  const phase = this[TUNNEL]!.phase;
+  const tunnel = this[TUNNEL]!;
+  const phase = tunnel.phase;
   if (phase === 'connect' || phase === 'answer') this.end();
+  else if (phase === 'open' && tunnel.upstream!.writable) tunnel.upstream!.end();
 }
 
 function onDownstreamClose(this: TunnelSocket, hadError: boolean): void {
   const tunnel = this[TUNNEL]!;
   tunnel.plane.traffic.tunnelClosed(tunnel);
+  idleSweep.delete(tunnel);
   clearTimeout(tunnel.goAwayTimer);
   if (tunnelClose.hasSubscribers) tunnelClose.publish(recordTunnel(tunnel, closeReasonOf(tunnel)));
   // Anything short of an open tunnel is abandoned outright.
