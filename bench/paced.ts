@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds, hasCommand, runBench } from './children.ts';
+import { cpuSeconds, hasCommand, rssMiB, runBench } from './children.ts';
 import { summarizeGc, type GcSummary } from './gc-trace.ts';
 import { autocannon, wrk, type LoadResult } from './load.ts';
 import { describeEnvironment, environmentLines } from './machine.ts';
@@ -29,7 +29,7 @@ const CLIENT_HEADERS = { 'x-forwarded-for': '81.2.69.142' };
  * Meridian's young-generation setting as shipped: the Dockerfile starts node with it, and worker threads get the same
  * from src/control/supervisor.ts. Measured here against V8's default so its effect shows in the same run.
  */
-export const YOUNG_GENERATION_FLAGS = ['--max-semi-space-size=64'];
+export const YOUNG_GENERATION_FLAGS = ['--max-semi-space-size=32'];
 
 interface Variant {
   readonly name: string;
@@ -56,6 +56,8 @@ interface Row {
   readonly gc?: GcSummary;
   /** Meridian only: saturated requests per second (wrk or autocannon) just before the paced run, same process. */
   readonly saturated?: LoadResult;
+  /** Meridian only: peak resident set size of the process over its life (saturation included), MiB. */
+  readonly rssPeakMiB?: number | null;
   readonly failure?: string;
 }
 
@@ -126,7 +128,7 @@ async function measureMeridian(variant: Variant, upstream: t.Server, rate: () =>
     const result = await paced(server.url, pacedRun(rate()));
     const cpuPercent = percent(cpuBefore, cpuSeconds(server.child), startedAt);
     const gc = summarizeGc(server.child.output().slice(before));
-    return { name, result, cpuPercent, gc, saturated };
+    return { name, result, cpuPercent, gc, saturated, rssPeakMiB: rssMiB(server.child, 'peak') };
   } catch (err) {
     console.log(`failed: ${(err as Error).message}`);
     return { name, failure: (err as Error).message.split('\n')[0] };
@@ -215,20 +217,20 @@ function gcSection(rate: number, rows: Row[]): string {
     "heap's (each collection's `allocated=`), divided by the requests served in the window; Buffer contents live",
     'off the heap and are not in them.',
     '',
-    '| Meridian started with | saturated req/s | scavenges | mean pause ms | max pause ms | full GCs (max ms) | GC pause total ms | KiB allocated / request | KiB promoted / request | paced p99 ms | p99.9 ms |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| Meridian started with | saturated req/s | scavenges | mean pause ms | max pause ms | full GCs (max ms) | GC pause total ms | KiB allocated / request | KiB promoted / request | peak RSS MiB | paced p99 ms | p99.9 ms |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of rows) {
     const flags = row.name === 'Meridian' ? 'V8 default' : row.name.replace(/^Meridian /, '');
     if (row.failure !== undefined || row.gc === undefined) {
-      lines.push(`| ${flags} | failed: ${(row.failure ?? 'no GC trace').replaceAll('|', '/')} | | | | | | | | | |`);
+      lines.push(`| ${flags} | failed: ${(row.failure ?? 'no GC trace').replaceAll('|', '/')} | | | | | | | | | | |`);
       continue;
     }
     const g = row.gc;
     const r = row.result!;
     const perRequest = (bytes: number): string => (r.completed > 0 ? (bytes / r.completed / 1024).toFixed(1) : '–');
     lines.push(
-      `| ${flags} | ${Math.round(row.saturated!.rps).toLocaleString('en-US')} | ${g.scavenges} | ${g.scavengeMeanMs.toFixed(2)} | ${g.scavengeMaxMs.toFixed(2)} | ${g.fullGcs} (${g.fullMaxMs.toFixed(1)}) | ${g.pauseTotalMs.toFixed(0)} | ${perRequest(g.allocatedBytes)} | ${perRequest(g.promotedBytes)} | ${r.p99Ms.toFixed(2)} | ${r.p999Ms.toFixed(2)} |`,
+      `| ${flags} | ${Math.round(row.saturated!.rps).toLocaleString('en-US')} | ${g.scavenges} | ${g.scavengeMeanMs.toFixed(2)} | ${g.scavengeMaxMs.toFixed(2)} | ${g.fullGcs} (${g.fullMaxMs.toFixed(1)}) | ${g.pauseTotalMs.toFixed(0)} | ${perRequest(g.allocatedBytes)} | ${perRequest(g.promotedBytes)} | ${row.rssPeakMiB == null ? '–' : row.rssPeakMiB.toFixed(0)} | ${r.p99Ms.toFixed(2)} | ${r.p999Ms.toFixed(2)} |`,
     );
   }
   lines.push('');

@@ -20,6 +20,16 @@ const FIRST_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
 /** After the drain window, how long a worker has to report it closed before it is terminated. */
 const CLOSE_GRACE_MS = 2_000;
+/**
+ * Each worker's young generation, in V8's terms (three semi-spaces' worth: 96 MiB is a 32 MiB semi-space). A proxy
+ * allocates about 15 KiB of short-lived objects per request and keeps only what is in flight (a few hundred KiB survive
+ * each scavenge whatever the size), so a scavenge costs about the same at any size and a larger space only makes them
+ * rarer. Left to itself, V8 sizes it from the host (64 MiB semi-spaces, 128 MiB committed per thread, on a 24 GiB
+ * machine). 32 MiB keeps scavenges to a few per second at 10k req/s per thread while bounding the committed young
+ * generation at 64 MiB per thread; the Dockerfile gives the main thread the same (`--max-semi-space-size=32`).
+ * bench/paced.ts measures it against V8's default.
+ */
+export const YOUNG_GENERATION_MB = 96;
 
 export interface SupervisorOptions {
   readonly count: number;
@@ -137,7 +147,7 @@ export class WorkerSupervisor implements DataPlaneHost {
   #spawn(slot: Slot): Promise<readonly ListenerAddress[]> {
     const { stats, listenerStats, edgeStats, traffic, testHooks, started } = this.#options;
     const init: WorkerInit = { slot: slot.index, stats: stats.buffer, listenerStats, edgeStats, traffic, snapshot: this.#snapshot!, started, ports: this.#ports, testHooks };
-    const worker = new Worker(WORKER_ENTRY, { workerData: init, name: `meridian-worker-${slot.index}` });
+    const worker = new Worker(WORKER_ENTRY, { workerData: init, name: `meridian-worker-${slot.index}`, resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB } });
     slot.worker = worker;
     slot.listening = false;
     slot.startedAt = Date.now();
