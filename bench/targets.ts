@@ -1,6 +1,6 @@
 // How each upstream and each target under test is started: a child process on a free loopback port,
 // with its own generated config under bench/.tmp/, returned only once it answers 200.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,12 +16,27 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const MERIDIAN_CLI = join(ROOT, 'dist/cli/index.js');
 const READY_TIMEOUT_MS = 20_000;
 
+/**
+ * The node flags the image starts Meridian with (the Dockerfile's ENTRYPOINT, between `node` and the script): the
+ * bench runs what ships, garbage-collector settings included.
+ */
+export const IMAGE_NODE_FLAGS: readonly string[] = imageNodeFlags();
+
+function imageNodeFlags(): string[] {
+  const line = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').split('\n').find((l) => l.startsWith('ENTRYPOINT '));
+  if (line === undefined) return [];
+  const argv = JSON.parse(line.slice('ENTRYPOINT '.length)) as string[];
+  const script = argv.indexOf('dist/cli/index.js');
+  return argv[0] === 'node' && script > 0 ? argv.slice(1, script) : [];
+}
+
 /** The proxy under test runs alone on this CPU; upstream and load generator share the other. */
 export const PROXY_CPU = 0;
 export const LOAD_CPU = 1;
 
 export const HAS_NGINX = hasCommand('nginx');
 export const HAS_HAPROXY = hasCommand('haproxy');
+export const HAS_CADDY = hasCommand('caddy');
 
 export interface Server {
   readonly url: string;
@@ -69,7 +84,7 @@ export const MERIDIAN: Target = {
     const port = await freePort();
     const config = join(dir, 'meridian.yaml');
     writeFileSync(config, meridianConfig(upstream.url, port));
-    return nodeServer('Meridian', port, [MERIDIAN_CLI, 'start', '--config', config]);
+    return nodeServer('Meridian', port, [...IMAGE_NODE_FLAGS, MERIDIAN_CLI, 'start', '--config', config]);
   },
 };
 
@@ -82,6 +97,13 @@ export const FASTIFY_HTTP_PROXY: Target = {
   name: '@fastify/http-proxy',
   start: (upstream) =>
     withPort((port) => nodeServer('@fastify/http-proxy', port, [join(ROOT, 'bench/peers/fastify-http-proxy.ts'), String(port), upstream.url])),
+};
+
+/** The floor for a node:http + undici proxy on one core (bench/peers/minimal-dispatch.ts). */
+export const MINIMAL_DISPATCH: Target = {
+  name: 'minimal node:http+undici',
+  start: (upstream) =>
+    withPort((port) => nodeServer('minimal node:http+undici', port, [join(ROOT, 'bench/peers/minimal-dispatch.ts'), String(port), upstream.url])),
 };
 
 export const NGINX_PROXY: Target = {
@@ -138,6 +160,37 @@ export const HAPROXY: Target = {
   },
 };
 
+export const CADDY: Target = {
+  name: 'Caddy, 1 core',
+  async start(upstream, dir) {
+    const port = await freePort();
+    const { port: upstreamPort } = new URL(upstream.url);
+    mkdirSync(dir, { recursive: true });
+    const config = join(dir, 'Caddyfile');
+    // Caddy streams request bodies unless told to buffer them (this Debian release has no request_buffers
+    // option, and its default is off); flush_interval -1 streams responses too. No admin API, no certificates.
+    writeFileSync(
+      config,
+      [
+        '{',
+        '  admin off',
+        '  auto_https off',
+        '}',
+        `http://127.0.0.1:${port} {`,
+        `  reverse_proxy 127.0.0.1:${upstreamPort} {`,
+        '    flush_interval -1',
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+    );
+    // GOMAXPROCS follows the one CPU taskset allows; set anyway so Go's scheduler never plans for more.
+    const env = { ...process.env, GOMAXPROCS: '1', HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir };
+    const child = startChild('caddy', 'caddy', ['run', '--config', config, '--adapter', 'caddyfile'], { cpu: PROXY_CPU, env });
+    return ready(child, port);
+  },
+};
+
 /** The fixed-response upstream for small requests: nginx `return 200` in one process, pinned with the load generator. */
 export async function startNginxUpstream(dir: string): Promise<Server> {
   const port = await freePort();
@@ -155,8 +208,15 @@ export function startNodeUpstream(): Promise<Server> {
   return withPort((port) => nodeServer('node upstream', port, [join(ROOT, 'bench/upstream.ts'), String(port)], LOAD_CPU));
 }
 
+/**
+ * `BENCH_NODE_ARGS` (space-separated) go to the node processes under test, never to the upstream or the load
+ * generator: `--cpu-prof --cpu-prof-dir=/tmp/prof` profiles them.
+ */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
+
 function nodeServer(name: string, port: number, args: string[], cpu = PROXY_CPU): Promise<Server> {
-  return ready(startChild(name, process.execPath, args, { cpu, cwd: ROOT }), port);
+  const nodeArgs = cpu === PROXY_CPU ? [...NODE_ARGS, ...args] : args;
+  return ready(startChild(name, process.execPath, nodeArgs, { cpu, cwd: ROOT }), port);
 }
 
 /**
