@@ -10,7 +10,7 @@ import { UploadPins } from './proxy/upload-pins.ts';
 import { Traffic, type DataPlane } from './proxy/plane.ts';
 import type { HealthState } from './health/state.ts';
 import type { Readiness } from './health/readiness.ts';
-import { ControlPlane } from './control/control-plane.ts';
+import { ControlPlane, type LatencyReport } from './control/control-plane.ts';
 import type { ReloadResult } from './control/reload-steps.ts';
 import { resolveWorkers } from './control/cpus.ts';
 import { chooseWorkerCount } from './control/reuse-port.ts';
@@ -65,6 +65,8 @@ export interface MeridianRuntime {
   ready(): Readiness;
   /** Latency order: the region leading a client area that the hysteresis has not moved it to yet (`/route`). */
   pendingHome(set: number, area: number): PendingHome | null;
+  /** Latency order's measured terms and moved areas per region; null in distance order. */
+  latencyReport(): LatencyReport | null;
   /**
    * Build-then-swap from the config file, one reload at a time; logged and counted in the reload metric. Never
    * rejects: a bad file, a bad geo database or any failure while building leaves the old config serving.
@@ -187,6 +189,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
     restartRequired: () => controlPlane.restartRequired(),
     ready: () => controlPlane.ready(),
     pendingHome: (set, area) => controlPlane.pendingHome(set, area),
+    latencyReport: () => controlPlane.latencyReport(),
     reload: () => controlPlane.reload(),
   };
   const runtime: MeridianRuntime = { ...core, metrics: startMetrics(core, catalog), summary: startTrafficSummary(core, catalog) };

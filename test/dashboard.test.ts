@@ -162,6 +162,14 @@ test('renders the four regions, eight zones and this instance, and shows a kille
   // A latency row per region, each with the RTT its boot probes measured.
   const latency = await page.locator('#latency tr[data-region]').evaluateAll((rows) => rows.map((r) => [r.getAttribute('data-region'), Number(r.getAttribute('data-rtt-ms')) > 0]));
   expect(latency.sort()).toEqual(Object.keys(SEED_REGIONS).map((r) => [r, true]).sort());
+  // Latency order (the default): slowness, error share and the client areas won, per region; nothing moved here.
+  const costCells = await page.locator('#latency tr[data-region]').evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll('td')].slice(7).map((td) => td.textContent)));
+  expect(costCells).toHaveLength(Object.keys(SEED_REGIONS).length);
+  for (const [slowness, errors, areas] of costCells) {
+    expect(slowness).toMatch(/^\d+(\.\d)? ms$/);
+    expect(errors).toMatch(/^\d+(\.\d)? %$/);
+    expect(areas).toBe('0');
+  }
 
   // This instance: the pulsing marker on the map and the highlighted zone row.
   expect(await page.locator('#marks g.region[data-self]').getAttribute('data-region')).toBe('us-east');
@@ -277,7 +285,7 @@ test('charts the probe RTT and check durations of every region, the one slow to 
         region: tr.getAttribute('data-region'),
         rttMs: Number(tr.getAttribute('data-rtt-ms')),
         bar: tr.querySelector('svg.bar rect.avg')!.getBoundingClientRect().width,
-        cells: [...tr.querySelectorAll('td.num')].map((td) => td.textContent),
+        cells: [...tr.querySelectorAll('td.num')].slice(0, 5).map((td) => td.textContent),
         self: tr.classList.contains('self'),
       })),
     );

@@ -100,6 +100,14 @@ describe('latency order with hysteresis', () => {
     expect(west.cost.totalMs).toBeCloseTo(west.cost.distanceMs + west.cost.slownessMs + west.cost.errorMs + west.cost.localMs, 6);
     expect(moved.regions[0].region).toBe('east');
 
+    // /status (and the dashboard) show what the cost was made of and how many client areas moved where.
+    type Status = { topology: { regions: { name: string; latency: { cost: { slownessMs: number; errorRatio: number; areasMoved: number } } }[] } };
+    const status = (await (await fetch(`http://127.0.0.1:${w.adminPort}/status`)).json()) as Status;
+    const cost = Object.fromEntries(status.topology.regions.map((r) => [r.name, r.latency.cost]));
+    expect(cost.west.slownessMs).toBeGreaterThan(10);
+    expect(cost.east.areasMoved).toBeGreaterThanOrEqual(1);
+    expect(cost.west.areasMoved).toBe(0);
+
     // The workers route with the same published homes: every connection now reaches east.
     await until(async () => (await servedBy(w)) === 'east-1', 'a worker to send the client east');
     for (let i = 0; i < 8; i++) expect(await servedBy(w)).toBe('east-1');

@@ -39,6 +39,11 @@ export interface RegionLatency {
   readonly rttMs: { readonly min: number; readonly avg: number; readonly max: number; readonly endpoints: number } | null;
   /** The durations of the region's latest health checks, whatever their result. */
   readonly checks: CheckDurations;
+  /**
+   * Latency order (null in distance order): the measured terms of the region's cost as the workers route with them
+   * (slowness over the RTT floor, error share and its penalty), and the client areas latency has moved to it.
+   */
+  readonly cost: { readonly slownessMs: number; readonly floorMs: number | null; readonly errorRatio: number; readonly errorMs: number; readonly areasMoved: number } | null;
 }
 
 export interface RegionStatus {
@@ -131,7 +136,8 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
   const health = runtime.health().report();
   const { self } = config.topology;
   const iso = (ms: number): string => new Date(ms).toISOString();
-  const regions = config.topology.regions.map((region): RegionStatus => ({
+  const costs = runtime.latencyReport();
+  const regions = config.topology.regions.map((region, r): RegionStatus => ({
     name: region.name,
     lat: region.lat,
     lon: region.lon,
@@ -139,6 +145,7 @@ export function statusReport(runtime: MeridianRuntime, now: number = Date.now())
     latency: {
       rttMs: spread(region.zones.flatMap((zone) => zone.endpoints.map(({ index }) => health[index].rttMs))),
       checks: runtime.metrics.recentChecks(region.name),
+      cost: costs === null || costs[r] === undefined ? null : { slownessMs: costs[r].slownessMs, floorMs: costs[r].floorMs, errorRatio: costs[r].errorRatio, errorMs: costs[r].errorMs, areasMoved: costs[r].areasMoved },
     },
     zones: region.zones.map((zone) => ({
       name: zone.name,

@@ -22,6 +22,7 @@ import { NO_TLS, type TlsSnapshot } from '../listen/tls.ts';
 import type { RateBuckets } from '../proxy/rate-buckets.ts';
 import { allocateBuckets, sameBuckets } from '../proxy/rate-limit.ts';
 import { AreaHomes, type PendingHome } from '../routing/area-homes.ts';
+import { UNMEASURED } from '../routing/latency-cost.ts';
 import { RegionLatencyMeter } from './region-latency.ts';
 
 /**
@@ -31,6 +32,18 @@ import { RegionLatencyMeter } from './region-latency.ts';
 export interface DataPlaneTarget {
   publish(plane: DataPlane, snapshot: PlaneSnapshot): void;
 }
+
+/** Per region in config order, as published to the workers: the measured terms of its cost and the areas moved to it. */
+export type LatencyReport = readonly {
+  readonly region: string;
+  readonly rttMs: number | null;
+  readonly floorMs: number | null;
+  readonly slownessMs: number;
+  readonly errorRatio: number;
+  readonly errorMs: number;
+  /** Client areas (2° cells, per home set) whose home latency moved here from the region distance picks. */
+  readonly areasMoved: number;
+}[];
 
 /** The long-lived parts the control plane is built around; main.ts opens them. */
 export interface ControlPlaneParts {
@@ -296,6 +309,19 @@ export class ControlPlane {
     const { pools, traffic, locator, uploadPins } = this;
     const parts = { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier, tls: this.#tls(), rateBuckets };
     return createDataPlane(config, createGeoRouter(config, world.state.snapshot, homes.published), parts);
+  }
+
+  /** Latency order as /status shows it: what each region's cost is made of now, and the client areas moved to it. */
+  latencyReport(): LatencyReport | null {
+    if (this.#config.routing.order !== 'latency') return null;
+    const { latency } = this.#homes.published;
+    const moved = this.#homes.movedAreas();
+    const { errorPenaltyMs } = this.#config.routing.latency;
+    return this.#config.topology.regions.map((region, i) => {
+      const { rttMs, floorMs, errorRatio } = latency[i] ?? UNMEASURED;
+      const slownessMs = rttMs === null || floorMs === null ? 0 : Math.max(0, rttMs - floorMs);
+      return { region: region.name, rttMs, floorMs, slownessMs, errorRatio, errorMs: errorRatio * errorPenaltyMs, areasMoved: moved[i] ?? 0 };
+    });
   }
 
   /** The challenger an area's home may move to once it has led for the window, as `/route` explains it. */

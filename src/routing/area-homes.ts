@@ -162,6 +162,13 @@ export class AreaHomes {
     return moved || shifted;
   }
 
+  /** Per region index: the client areas (of every set) latency has moved to it from the region distance picks. */
+  movedAreas(): number[] {
+    const counts = this.#regionNames.map(() => 0);
+    for (let cell = 0; cell < this.#homes.length; cell++) if (this.#homes[cell] !== this.#distanceHomes[cell]) counts[this.#homes[cell]]++;
+    return counts;
+  }
+
   /** The challenger of one area, if one is cheaper by the margin but has not held it for the window yet. */
   pending(set: number, area: number): PendingHome | null {
     const cell = set * AREA_COUNT + area;
