@@ -193,8 +193,13 @@ export function decide(
     }
   }
 
-  const zones = ordered.flatMap((r) => zonesInOrder(r, topology.self, health));
-  let tiers: (readonly Endpoint[])[] = zones.map((z) => z.endpoints.filter((e) => health.usable[e.index] !== false)).filter((t) => t.length > 0);
+  const zones: Zone[] = [];
+  let tiers: (readonly Endpoint[])[] = [];
+  for (const r of ordered) {
+    const order = zonesOf(r, topology.self, health);
+    zones.push(...order.zones);
+    for (const usable of order.usable) if (usable.length > 0) tiers.push(usable);
+  }
   let panic = false;
   if (tiers.length === 0 && zones.length > 0) {
     // Panic, as Envoy does: with nothing healthy left, trying everyone beats refusing everyone. A strict fence
@@ -287,6 +292,27 @@ function unfencedHome(regions: readonly Region[], self: string, km: ReadonlyMap<
   for (const r of regions) if (nearest === undefined || km.get(r.name)! < km.get(nearest.name)!) nearest = r;
   const local = regions.find((r) => r.name === self);
   return local !== undefined && nearest !== undefined && km.get(self)! - km.get(nearest.name)! <= localPreferenceKm ? local : nearest;
+}
+
+/** A region's zones in the order they are tried, and each zone's usable endpoints: the same for every client. */
+interface ZoneOrder {
+  readonly zones: readonly Zone[];
+  readonly usable: readonly (readonly Endpoint[])[];
+}
+
+/** Zone orders per health snapshot and region, so every decision under one snapshot shares them. */
+const zoneOrders = new WeakMap<HealthSnapshot, Map<Region, ZoneOrder>>();
+
+function zonesOf(region: Region, self: { region: string; zone: string }, health: HealthSnapshot): ZoneOrder {
+  let byRegion = zoneOrders.get(health);
+  if (byRegion === undefined) zoneOrders.set(health, (byRegion = new Map()));
+  let order = byRegion.get(region);
+  if (order === undefined) {
+    const zones = zonesInOrder(region, self, health);
+    order = { zones, usable: zones.map((z) => Object.freeze(z.endpoints.filter((e) => health.usable[e.index] !== false))) };
+    byRegion.set(region, order);
+  }
+  return order;
 }
 
 /**
