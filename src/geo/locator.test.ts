@@ -88,6 +88,26 @@ describe('cache', () => {
     for (const ip of ['8.8.8.8', '9.9.9.9', '8.8.8.8']) locator.locate(ip);
     expect(asked).toEqual(['8.8.8.8', '9.9.9.9', '8.8.8.8']);
   });
+
+  it('answers addresses in one place with one object, so what is worked out per location is shared', () => {
+    // The database decodes a fresh object per lookup, as a real one does.
+    const place = (lat: number, lon: number, country: string): GeoLocation => Object.freeze({ lat, lon, country, continent: 'EU', accuracyKm: 20 });
+    const { database } = stub(6, {
+      '81.2.69.1': place(51.5, -0.1, 'GB'),
+      '81.2.69.2': place(51.5, -0.1, 'GB'),
+      '89.160.20.1': place(59.3, 18.1, 'SE'),
+      // A different place under the same intern number (51.5 × 1000 − 0.1 = 51.499 × 1000 + 0.9).
+      '81.2.69.3': place(51.499, 0.9, 'GB'),
+      '81.2.69.4': Object.freeze({ ...place(51.5, -0.1, 'GB'), accuracyKm: 50 }),
+    });
+    const locator = new GeoLocator([database], { cacheSize: 10 });
+    const london = locator.locate('81.2.69.1');
+    expect(locator.locate('81.2.69.2')).toBe(london);
+    expect(locator.locate('89.160.20.1')).toEqual(place(59.3, 18.1, 'SE'));
+    expect(locator.locate('81.2.69.3')).toEqual(place(51.499, 0.9, 'GB'));
+    expect(locator.locate('81.2.69.4')).not.toBe(london);
+    expect(locator.locate('81.2.69.4')?.accuracyKm).toBe(50);
+  });
 });
 
 describe('databases', () => {

@@ -45,10 +45,25 @@ export interface GeoLocatorOptions {
   stats?: Float64Array;
 }
 
+/**
+ * The number a location is interned under. Two places may share it (it is a sum), so a match is confirmed field by
+ * field; a place that loses that race is simply not interned.
+ */
+const internKey = (location: GeoLocation): number => location.lat * 1_000 + location.lon;
+
+const sameLocation = (a: GeoLocation, b: GeoLocation): boolean =>
+  a.lat === b.lat && a.lon === b.lon && a.country === b.country && a.continent === b.continent && a.accuracyKm === b.accuracyKm;
+
 export class GeoLocator {
   // Lookups by outcome, cached answers included, in this thread's stats row; the metrics add up every thread's.
   readonly #stats: Float64Array;
   #cache: LRUCache<string, GeoLocation | Unlocated>;
+  /**
+   * One object per place among the cached answers. Thousands of addresses share a city, and whatever is worked out
+   * per location object (the router memoizes a whole route decision per object) is then worked out, and held,
+   * once per place instead of once per address. Emptied when it reaches the cache's size, so it stays bounded.
+   */
+  readonly #places = new Map<number, GeoLocation>();
   readonly #onReload: ((event: GeoReloadEvent) => void) | undefined;
   readonly #onPublish: ((published: readonly PublishedGeoDatabase[]) => void) | undefined;
   #databases: readonly GeoDatabase[] = [];
@@ -126,6 +141,7 @@ export class GeoLocator {
     let answer = this.#cache.get(ip, GET_OPTIONS);
     if (answer === undefined) {
       answer = this.#resolve(ip);
+      if (typeof answer !== 'number') answer = this.#intern(answer);
       this.#cache.set(ip, answer);
       this.#stats[STAT.geoCached] = this.#cache.size;
     }
@@ -135,6 +151,15 @@ export class GeoLocator {
     }
     this.#stats[STAT.geoHit]++;
     return answer;
+  }
+
+  #intern(location: GeoLocation): GeoLocation {
+    const key = internKey(location);
+    const known = this.#places.get(key);
+    if (known !== undefined) return sameLocation(known, location) ? known : location;
+    if (this.#places.size >= this.#cache.max) this.#places.clear();
+    this.#places.set(key, location);
+    return location;
   }
 
   #resolve(ip: string): GeoLocation | Unlocated {
@@ -158,6 +183,7 @@ export class GeoLocator {
     this.#v4 = this.#databases;
     this.#v6 = this.#databases.filter((database) => database.info.ipVersion === 6);
     this.#cache.clear();
+    this.#places.clear();
     this.#stats[STAT.geoCached] = 0;
   }
 
