@@ -3,9 +3,10 @@
 // default young generation and with the one Meridian ships (see YOUNG_GENERATION below). Prints the tables and
 // rewrites the "Paced latency" and "GC and the young generation" sections of bench/RESULTS.md.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds, hasCommand, rssMiB, runBench } from './children.ts';
+import { cpuSeconds, hasCommand, rssMiB, runBench, type Child } from './children.ts';
 import { summarizeGc, type GcSummary } from './gc-trace.ts';
 import { autocannon, wrk, type LoadResult } from './load.ts';
 import { describeEnvironment, environmentLines } from './machine.ts';
@@ -23,13 +24,21 @@ const WARMUP_S = 3;
 const SATURATION_S = 5;
 const CONNECTIONS = 50;
 const GOAL_ADDED_P99_MS = 2;
+/**
+ * This script takes this nice value at start, and every process it starts (upstream, targets, load generators)
+ * inherits it, the same for all: other work on a shared machine then takes less of their cores. PACED_NICE=0 leaves
+ * it as it is; a negative value needs root, without which the run goes on at the usual priority.
+ */
+const NICE = Number(process.env.PACED_NICE ?? -10);
 const CLIENT_HEADERS = { 'x-forwarded-for': '81.2.69.142' };
 
 /**
- * Meridian's young-generation setting as shipped: the Dockerfile starts node with it, and worker threads get the same
- * from src/control/supervisor.ts. Measured here against V8's default so its effect shows in the same run.
+ * Meridian's GC settings as shipped, against V8's defaults in the same run: the image starts node with a 32 MiB
+ * semi-space (worker threads get the same from src/control/supervisor.ts), and `meridian start` turns parallel
+ * scavenging off unless node was given `--parallel-scavenge` explicitly, which is how the default row gets it back.
  */
-export const YOUNG_GENERATION_FLAGS = ['--max-semi-space-size=32'];
+const SHIPPED_GC_FLAGS = ['--max-semi-space-size=32'];
+const V8_DEFAULT_GC_FLAGS = ['--parallel-scavenge'];
 
 interface Variant {
   readonly name: string;
@@ -40,8 +49,8 @@ interface Variant {
 function variants(): Variant[] {
   const spec = process.env.PACED_VARIANTS;
   if (spec === undefined) return [
-    { name: 'V8 default', flags: [] },
-    { name: YOUNG_GENERATION_FLAGS.join(' '), flags: YOUNG_GENERATION_FLAGS },
+    { name: 'as shipped', flags: SHIPPED_GC_FLAGS },
+    { name: 'V8 default', flags: V8_DEFAULT_GC_FLAGS },
   ];
   return spec.split(';').map((part) => {
     const eq = part.indexOf('=');
@@ -51,8 +60,15 @@ function variants(): Variant[] {
 
 interface Row {
   readonly name: string;
+  /** Meridian only: the variant and its node flags, for the GC table. */
+  readonly gcLabel?: string;
   readonly result?: PacedResult;
   readonly cpuPercent?: number | null;
+  /**
+   * How long the target's main thread waited, runnable, for a CPU over the window (ms): time the kernel gave to other
+   * processes on its core. Well above the GC pause total, the tail is the machine's, not the target's.
+   */
+  readonly runQueueWaitMs?: number | null;
   readonly gc?: GcSummary;
   /** Meridian only: saturated requests per second (wrk or autocannon) just before the paced run, same process. */
   readonly saturated?: LoadResult;
@@ -65,6 +81,13 @@ async function main(): Promise<number> {
   if (!Number.isFinite(DURATION_S) || DURATION_S < 1) throw new Error('PACED_DURATION must be a number of seconds ≥ 1');
   rmSync(TMP, { recursive: true, force: true });
   mkdirSync(TMP, { recursive: true });
+  let nice = 0;
+  try {
+    if (NICE !== 0) setPriority(NICE);
+    nice = NICE;
+  } catch (err) {
+    console.log(`warning: cannot take nice ${NICE} (${(err as Error).message}); running at the usual priority`);
+  }
   const env = describeEnvironment();
   console.log(environmentLines(env).join('\n'));
   const upstream = await (t.HAS_NGINX ? t.startNginxUpstream(TMP) : t.startNodeUpstream());
@@ -73,10 +96,10 @@ async function main(): Promise<number> {
   let rate = 0;
   try {
     const all = variants();
-    // Saturation of the first variant (V8's defaults, as `node dist/cli/index.js` runs) sets the rate for everyone.
+    // The first variant (as shipped) is "Meridian" in the latency table, and its saturation sets the rate for everyone.
     for (const [i, variant] of all.entries()) {
       process.stdout.write(`Meridian, ${variant.name} … `);
-      const row = await measureMeridian(variant, upstream, () => rate, (saturated) => {
+      const row = await measureMeridian(variant, i === 0, upstream, () => rate, (saturated) => {
         if (i === 0) rate = Math.round(saturated / 2);
       });
       meridianRows.push(row);
@@ -94,7 +117,7 @@ async function main(): Promise<number> {
   }
   const direct = rows.find((r) => r.name === t.DIRECT.name);
   const table = [direct, meridianRows[0], ...rows.filter((r) => r !== direct), ...meridianRows.slice(1)].filter((r) => r !== undefined);
-  const latency = latencySection(env, rate, table);
+  const latency = latencySection(env, rate, table, nice);
   const gc = gcSection(rate, meridianRows);
   console.log(`\n${latency}\n${gc}`);
   writeSections([latency, gc]);
@@ -115,23 +138,25 @@ function pacedRun(rate: number): PacedRun {
 }
 
 /** A fresh Meridian with GC tracing and `variant`'s flags: saturate it, warm it at the rate, then measure. */
-async function measureMeridian(variant: Variant, upstream: t.Server, rate: () => number, onSaturated: (rps: number) => void): Promise<Row> {
+async function measureMeridian(variant: Variant, primary: boolean, upstream: t.Server, rate: () => number, onSaturated: (rps: number) => void): Promise<Row> {
   let server: t.Server | undefined;
-  const name = variant.flags.length === 0 ? 'Meridian' : `Meridian ${variant.name}`;
+  const name = primary ? 'Meridian' : `Meridian, ${variant.name}`;
+  const gcLabel = `${variant.name} (${variant.flags.join(' ') || 'no flags'})`;
   try {
     server = await startMeridian(name, upstream.url, TMP, { nodeFlags: ['--trace-gc-nvp', ...variant.flags] });
     const saturated = await saturate(server.url);
     onSaturated(saturated.rps);
     await paced(server.url, { ...pacedRun(rate()), durationS: WARMUP_S });
     const before = server.child.output().length;
-    const [cpuBefore, startedAt] = [cpuSeconds(server.child), performance.now()];
+    const [cpuBefore, waitBefore, startedAt] = [cpuSeconds(server.child), runQueueWait(server.child), performance.now()];
     const result = await paced(server.url, pacedRun(rate()));
     const cpuPercent = percent(cpuBefore, cpuSeconds(server.child), startedAt);
+    const runQueueWaitMs = difference(waitBefore, runQueueWait(server.child));
     const gc = summarizeGc(server.child.output().slice(before));
-    return { name, result, cpuPercent, gc, saturated, rssPeakMiB: rssMiB(server.child, 'peak') };
+    return { name, gcLabel, result, cpuPercent, runQueueWaitMs, gc, saturated, rssPeakMiB: rssMiB(server.child, 'peak') };
   } catch (err) {
     console.log(`failed: ${(err as Error).message}`);
-    return { name, failure: (err as Error).message.split('\n')[0] };
+    return { name, gcLabel, failure: (err as Error).message.split('\n')[0] };
   } finally {
     await server?.stop();
   }
@@ -144,15 +169,30 @@ async function measureTarget(target: t.Target, upstream: t.Server, rate: number)
   try {
     server = await target.start(upstream, dir);
     await paced(server.url, { ...pacedRun(rate), durationS: WARMUP_S });
-    const [cpuBefore, startedAt] = [cpuSeconds(server.child), performance.now()];
+    const [cpuBefore, waitBefore, startedAt] = [cpuSeconds(server.child), runQueueWait(server.child), performance.now()];
     const result = await paced(server.url, pacedRun(rate));
-    return { name: target.name, result, cpuPercent: percent(cpuBefore, cpuSeconds(server.child), startedAt) };
+    const runQueueWaitMs = difference(waitBefore, runQueueWait(server.child));
+    return { name: target.name, result, cpuPercent: percent(cpuBefore, cpuSeconds(server.child), startedAt), runQueueWaitMs };
   } catch (err) {
     console.log(`failed: ${(err as Error).message}`);
     return { name: target.name, failure: (err as Error).message.split('\n')[0] };
   } finally {
     await server?.stop();
   }
+}
+
+/** The main thread's time waiting on a run queue so far (ms), from /proc/PID/task/PID/schedstat; null without it. */
+function runQueueWait(child: Child): number | null {
+  try {
+    const pid = child.proc.pid;
+    return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6;
+  } catch {
+    return null;
+  }
+}
+
+function difference(before: number | null, after: number | null): number | null {
+  return before !== null && after !== null ? after - before : null;
 }
 
 function percent(before: number | null, after: number | null, startedAt: number): number | null {
@@ -166,7 +206,7 @@ function describe(row: Row): string {
   return `${sat}${r.rps} req/s paced, p50 ${r.p50Ms} / p99 ${r.p99Ms} / p99.9 ${r.p999Ms} ms, ${r.errors} errors`;
 }
 
-function latencySection(env: ReturnType<typeof describeEnvironment>, rate: number, rows: Row[]): string {
+function latencySection(env: ReturnType<typeof describeEnvironment>, rate: number, rows: Row[], nice: number): string {
   const direct = rows.find((r) => r.name === t.DIRECT.name && r.failure === undefined)?.result;
   const added = (value: number, base: number | undefined): string => (base === undefined ? '–' : `+${(value - base).toFixed(2)}`);
   const lines = [
@@ -176,25 +216,28 @@ function latencySection(env: ReturnType<typeof describeEnvironment>, rate: numbe
     'then sends half that rate to each target with bench/pacer.ts: an open-loop generator on 50 keep-alive',
     'connections where request i is due at start + i / rate (evenly spread, never a burst per second) and its',
     'latency counts from when it was due, so a stall delays and counts every request behind it. Targets are pinned',
-    'to CPU 0, the generator and the nginx upstream to CPU 1; each gets a discarded warm-up first.',
+    'to CPU 0, the generator and the nginx upstream to CPU 1; each gets a discarded warm-up first. Run-queue wait is',
+    "how long the target's main thread was ready to run but waited for its core (other processes' turn, from",
+    '/proc/PID/task/PID/schedstat): far above the GC pause total below, the tail is the machine\'s, not the target\'s.',
+    `Upstream, targets and generators all ran at nice ${nice} (PACED_NICE), so other work on a shared machine intrudes less.`,
     '',
     ...environmentLines(env),
     `- load: ${rate.toLocaleString('en-US')} req/s (half of Meridian's saturation), ${WARMUP_S} s warm-up, ${DURATION_S} s measured per target`,
     '',
     '### Added latency at half saturation: p50 / p99 / p99.9 over direct',
     '',
-    '| target | req/s | p50 ms | p99 ms | p99.9 ms | max ms | added p50 / p99 / p99.9 ms | CPU % | generator lag p99 ms | errors |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| target | req/s | p50 ms | p99 ms | p99.9 ms | max ms | added p50 / p99 / p99.9 ms | CPU % | run-queue wait ms | generator lag p99 ms | errors |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of rows) {
     if (row.failure !== undefined) {
-      lines.push(`| ${row.name} | failed: ${row.failure.replaceAll('|', '/')} | | | | | | | | |`);
+      lines.push(`| ${row.name} | failed: ${row.failure.replaceAll('|', '/')} | | | | | | | | | |`);
       continue;
     }
     const r = row.result!;
     const addedCell = row.name === t.DIRECT.name ? '–' : `${added(r.p50Ms, direct?.p50Ms)} / ${added(r.p99Ms, direct?.p99Ms)} / ${added(r.p999Ms, direct?.p999Ms)}`;
     const cpu = row.cpuPercent == null ? '–' : row.cpuPercent.toFixed(0);
-    lines.push(`| ${row.name} | ${r.rps.toLocaleString('en-US')} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.p999Ms.toFixed(2)} | ${r.maxMs.toFixed(2)} | ${addedCell} | ${cpu} | ${r.sendLagP99Ms.toFixed(2)} | ${r.errors} |`);
+    lines.push(`| ${row.name} | ${r.rps.toLocaleString('en-US')} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.p999Ms.toFixed(2)} | ${r.maxMs.toFixed(2)} | ${addedCell} | ${cpu} | ${row.runQueueWaitMs == null ? '–' : row.runQueueWaitMs.toFixed(0)} | ${r.sendLagP99Ms.toFixed(2)} | ${r.errors} |`);
   }
   const meridian = rows.find((r) => r.name === 'Meridian' && r.failure === undefined)?.result;
   const addedP99 = meridian && direct ? meridian.p99Ms - direct.p99Ms : undefined;
@@ -213,7 +256,10 @@ function gcSection(rate: number, rows: Row[]): string {
     '## GC and the young generation',
     '',
     `Meridian's garbage collection over the paced window above (${rate.toLocaleString('en-US')} req/s, ${DURATION_S} s), from \`--trace-gc-nvp\`,`,
-    'one fresh process per row, each saturated once and warmed up the same way first. Allocated bytes are the JS',
+    'one fresh process per row (the same build), each saturated once and warmed up the same way first. "As shipped"',
+    'is the image: a 32 MiB semi-space, and scavenges on the pausing thread alone (`meridian start` sets',
+    '`--no-parallel-scavenge`); "V8 default" gives node `--parallel-scavenge` and leaves the young generation to V8.',
+    'Allocated bytes are the JS',
     "heap's (each collection's `allocated=`), divided by the requests served in the window; Buffer contents live",
     'off the heap and are not in them.',
     '',
@@ -221,7 +267,7 @@ function gcSection(rate: number, rows: Row[]): string {
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of rows) {
-    const flags = row.name === 'Meridian' ? 'V8 default' : row.name.replace(/^Meridian /, '');
+    const flags = row.gcLabel ?? row.name;
     if (row.failure !== undefined || row.gc === undefined) {
       lines.push(`| ${flags} | failed: ${(row.failure ?? 'no GC trace').replaceAll('|', '/')} | | | | | | | | | | |`);
       continue;

@@ -4,6 +4,19 @@ import { ConfigError } from '../config/errors.ts';
 import { CertificateError } from '../listen/certificates.ts';
 import type { MeridianConfig } from '../config/types.ts';
 import { startMeridian } from '../main.ts';
+import { setFlagsFromString } from 'node:v8';
+
+/**
+ * Scavenges run on the thread that pauses, without V8's helper threads. Meridian's data-plane threads are meant to
+ * fill the CPUs (`workers: auto` starts one per CPU), so a helper can only run by taking a core from a data-plane
+ * thread, and the pausing thread waits until every helper has been scheduled: on one core, pauses of 2–7 ms for a
+ * few hundred KiB of survivors, against about 1–2 ms done alone (bench/paced.ts, "GC and the young generation").
+ * V8 flags are process-wide and read at each scavenge, so setting it here covers every thread started after. A
+ * `--parallel-scavenge` given to node explicitly wins.
+ */
+function scavengeOnOneThread(): void {
+  if (!process.execArgv.some((arg) => arg.endsWith('parallel-scavenge'))) setFlagsFromString('--no-parallel-scavenge');
+}
 
 export async function runStart(path: string): Promise<number> {
   let config: MeridianConfig;
@@ -25,6 +38,7 @@ export interface ServeOptions {
 }
 
 export async function serve(config: MeridianConfig, options: ServeOptions = {}): Promise<number> {
+  scavengeOnOneThread();
   let meridian;
   try {
     meridian = await startMeridian(config, { configPath: options.configPath });
