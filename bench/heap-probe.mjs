@@ -10,11 +10,14 @@ const file = process.env.MERIDIAN_HEAP_PROBE;
 
 function heap() {
   const stats = getHeapStatistics();
-  const young = getHeapSpaceStatistics().find((space) => space.space_name === 'new_space');
+  const spaces = getHeapSpaceStatistics();
+  const space = (name) => spaces.find((candidate) => candidate.space_name === name);
   return {
     usedMiB: stats.used_heap_size / MIB,
     committedMiB: stats.total_heap_size / MIB,
-    youngCommittedMiB: (young?.physical_space_size ?? 0) / MIB,
+    youngCommittedMiB: (space('new_space')?.physical_space_size ?? 0) / MIB,
+    // Objects that survived; code and its metadata (code, trusted) grow as the JIT optimizes, not with data.
+    oldUsedMiB: (space('old_space')?.space_used_size ?? 0) / MIB,
   };
 }
 

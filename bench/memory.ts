@@ -45,9 +45,16 @@ const MAX_KIB_PER_WEBSOCKET = 10;
 /** "Does not grow": live heap after more load within this of the live heap once warm. */
 const GROWTH_TOLERANCE_MIB = 2;
 
+interface HeapStats {
+  readonly usedMiB: number;
+  readonly committedMiB: number;
+  readonly youngCommittedMiB: number;
+  readonly oldUsedMiB: number;
+}
+
 interface HeapReading {
-  readonly before: { readonly usedMiB: number; readonly committedMiB: number; readonly youngCommittedMiB: number };
-  readonly after: { readonly usedMiB: number; readonly committedMiB: number; readonly youngCommittedMiB: number };
+  readonly before: HeapStats;
+  readonly after: HeapStats;
 }
 
 interface LoadRun {
@@ -80,6 +87,10 @@ function meridianConfig(port: number, upstreamUrl: string): string {
     'workers: 1',
     `listen: { host: 127.0.0.1, port: ${port} }`,
     'admin: { host: 127.0.0.1, port: 0 }',
+    // A new health snapshot (every probe, with its RTTs) gives a new router and a fresh route memo, which refills as
+    // requests come: a replacement, not growth, but a reading taken mid-refill would differ by its size. One probe
+    // an hour keeps the readings comparable.
+    'health: { interval: 1h }',
     // Clients claim their addresses in X-Forwarded-For, trusted from loopback, so geo and routing do real work.
     'geo: { trustedProxies: [127.0.0.1/32] }',
     'regions:',
@@ -148,7 +159,7 @@ async function settledRss(child: Child): Promise<number> {
   return previous;
 }
 
-/** Small GETs from one client address per request (wrk), else from one address (autocannon, which has no scripts). */
+/** Small GETs from 20,000 client addresses in turn (wrk, bench/random-clients.lua), else from one (autocannon has no scripts). */
 async function getLoad(url: string, durationS: number): Promise<LoadResult> {
   if (HAS_WRK) {
     const args = ['-t1', `-c${CONNECTIONS}`, `-d${durationS}s`, '--latency', '-s', RANDOM_CLIENTS, url];
@@ -167,7 +178,7 @@ async function measureLoad(upstream: Server): Promise<LoadRun> {
     const load = await getLoad(meridian.url, LOAD_S);
     const heapLoaded = await readHeap(meridian.child, meridian.probe);
     const rssPeakMiB = rssMiB(meridian.child, 'peak') ?? 0;
-    return { rssIdleMiB, rssPeakMiB, heapIdle, heapWarm, heapLoaded, warm, load, tool: HAS_WRK ? 'wrk, a random client address per request' : 'autocannon, one client address' };
+    return { rssIdleMiB, rssPeakMiB, heapIdle, heapWarm, heapLoaded, warm, load, tool: HAS_WRK ? 'wrk, client addresses from a pool of 20,000 in turn' : 'autocannon, one client address' };
   } finally {
     await stopChild(meridian.child);
   }
@@ -241,15 +252,17 @@ const mib = (value: number): string => value.toFixed(1);
 
 function section(env: ReturnType<typeof describeEnvironment>, databasesMiB: number, load: LoadRun, sockets: SocketRun[]): string {
   const goalPeak = databasesMiB + PEAK_ABOVE_DATABASES_MIB;
-  const growth = load.heapLoaded.after.usedMiB - load.heapWarm.after.usedMiB;
+  // Old space is where data that lives lands; code space grows as the JIT optimizes, whatever the load does.
+  const growth = load.heapLoaded.after.oldUsedMiB - load.heapWarm.after.oldUsedMiB;
   const meridian = sockets[0];
   const heapRow = (label: string, h: HeapReading): string =>
-    `| ${label} | ${mib(h.before.usedMiB)} | ${mib(h.before.committedMiB)} | ${mib(h.before.youngCommittedMiB)} | ${mib(h.after.usedMiB)} | ${mib(h.after.committedMiB)} |`;
+    `| ${label} | ${mib(h.before.usedMiB)} | ${mib(h.before.committedMiB)} | ${mib(h.before.youngCommittedMiB)} | ${mib(h.after.usedMiB)} | ${mib(h.after.oldUsedMiB)} | ${mib(h.after.committedMiB)} |`;
   const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');
   return [
     SECTION,
     '',
-    '`npm run bench:memory` (bench/memory.ts): the JavaScript build with `workers: 1`, pinned to CPU 0; load generator,',
+    '`npm run bench:memory` (bench/memory.ts): the JavaScript build with `workers: 1`, pinned to CPU 0 (health probes',
+    'hourly, so the route memo is not replaced mid-reading); load generator,',
     'upstream and WebSocket clients on CPU 1. Resident set (RSS) is VmRSS once settled, peak is VmHWM. The bundled',
     `DB-IP databases (${mib(databasesMiB)} MiB of files) are read once into shared memory and count once in RSS.`,
     'The JS heap is read by a preloaded probe (bench/heap-probe.mjs) as it stands, then after two full collections.',
@@ -266,8 +279,8 @@ function section(env: ReturnType<typeof describeEnvironment>, databasesMiB: numb
     '',
     `RSS idle ${mib(load.rssIdleMiB)} MiB, peak ${mib(load.rssPeakMiB)} MiB.`,
     '',
-    '| JS heap, MiB | used | committed | young generation committed | used after full GC | committed after full GC |',
-    '|---|---:|---:|---:|---:|---:|',
+    '| JS heap, MiB | used | committed | young generation committed | used after full GC | of it old space | committed after full GC |',
+    '|---|---:|---:|---:|---:|---:|---:|',
     heapRow('idle, before any load', load.heapIdle),
     heapRow('after the warm-up', load.heapWarm),
     heapRow('after the sustained load', load.heapLoaded),
@@ -281,7 +294,7 @@ function section(env: ReturnType<typeof describeEnvironment>, databasesMiB: numb
     '### Goals',
     '',
     `- peak RSS under sustained load, MiB (databases ${mib(databasesMiB)} + ${PEAK_ABOVE_DATABASES_MIB}): ${mib(load.rssPeakMiB)} (goal ≤ ${mib(goalPeak)}) ${verdict(load.rssPeakMiB <= goalPeak)}`,
-    `- live JS heap growth from warm to after ${LOAD_S} s more load, MiB: ${growth.toFixed(2)} (goal ≤ ${GROWTH_TOLERANCE_MIB}) ${verdict(growth <= GROWTH_TOLERANCE_MIB)}`,
+    `- live old-space growth from warm to after ${LOAD_S} s more load, MiB: ${growth.toFixed(2)} (goal ≤ ${GROWTH_TOLERANCE_MIB}) ${verdict(growth <= GROWTH_TOLERANCE_MIB)}`,
     `- KiB per idle WebSocket through Meridian: ${meridian.kibPerSocket.toFixed(2)} (goal ≤ ${MAX_KIB_PER_WEBSOCKET}) ${verdict(meridian.kibPerSocket <= MAX_KIB_PER_WEBSOCKET)}`,
     '',
   ].join('\n');
