@@ -4,7 +4,7 @@
 // cost term by term with the pending move, and a region that alternates between slow and fast faster than the window
 // never moves the home at all.
 import { afterEach, describe, expect, test } from 'vitest';
-import { send, until } from './support/harness.ts';
+import { metricValue, send, until } from './support/harness.ts';
 import { cityFixture, cityRecord as city } from './support/mmdb-writer.ts';
 import { startWorld, type Layout, type World } from './support/zones.ts';
 
@@ -107,6 +107,13 @@ describe('latency order with hysteresis', () => {
     expect(cost.west.slownessMs).toBeGreaterThan(10);
     expect(cost.east.areasMoved).toBeGreaterThanOrEqual(1);
     expect(cost.west.areasMoved).toBe(0);
+
+    // Prometheus sees the same: the slowness term of west, and the areas won by east.
+    const exposition = await (await fetch(`http://127.0.0.1:${w.adminPort}/metrics`)).text();
+    const slowness = /^meridian_region_cost_seconds\{region="west",term="slowness"\} (\S+)$/m.exec(exposition);
+    expect(Number(slowness?.[1])).toBeGreaterThan(0.01);
+    expect(await metricValue(w.adminPort, 'meridian_latency_areas_moved{region="east"}')).toBeGreaterThanOrEqual(1);
+    expect(await metricValue(w.adminPort, 'meridian_latency_areas_moved{region="west"}')).toBe(0);
 
     // The workers route with the same published homes: every connection now reaches east.
     await until(async () => (await servedBy(w)) === 'east-1', 'a worker to send the client east');

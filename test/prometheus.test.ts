@@ -246,7 +246,7 @@ describe('a real Prometheus server', () => {
       const answer = await prometheus.query(concrete(expr));
       expect({ panel, expr, status: answer.status, error: answer.error }).toEqual({ panel, expr, status: 'success', error: undefined });
     }
-    // The panels of the per-region latency, rate-limit, redirect and misroute series find them (once two scrapes give rate() its samples).
+    // The panels of the per-region latency, latency order, rate-limit, redirect and misroute series find them (once two scrapes give rate() its samples).
     const found = [
       'Probe RTT by region, from each instance region',
       'Health check duration p50 / p99 by region',
@@ -254,6 +254,8 @@ describe('a real Prometheus server', () => {
       'Redirects/s by target region',
       'Misroutes/s by reason',
       'Misroute extra distance (km), misroutes per bucket (range)',
+      'Latency order: cost terms by region (slowness, errors)',
+      'Latency order: client areas moved, by the region that won them',
     ];
     for (const { panel, expr } of queries.filter((q) => found.includes(q.panel))) {
       await until(async () => ((await prometheus.query(concrete(expr))).data?.result.length ?? 0) > 0, `a series for ${panel}: ${expr}`, PROMETHEUS_DEADLINE_MS, 200);

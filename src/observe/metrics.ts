@@ -45,6 +45,8 @@ export const ENDPOINT_RTT_SECONDS = 'meridian_endpoint_rtt_seconds';
 export const HEALTH_CHECK_DURATION_SECONDS = 'meridian_health_check_duration_seconds';
 export const RATE_LIMITED_TOTAL = 'meridian_rate_limited_total';
 export const REDIRECTS_TOTAL = 'meridian_redirects_total';
+export const REGION_COST_SECONDS = 'meridian_region_cost_seconds';
+export const LATENCY_AREAS_MOVED = 'meridian_latency_areas_moved';
 
 /**
  * Upper bounds of the health check duration buckets, in seconds: fine steps up to 100 ms, where same-region and
@@ -71,7 +73,7 @@ const HANDSHAKE_RESULTS = [
  * What the exporter reads from the runtime at scrape time. `listenerStats` and `certificates` are read only when a
  * listener speaks HTTPS or takes the PROXY protocol.
  */
-export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health' | 'listenerStats' | 'certificates' | 'listeners' | 'edgeStats'>;
+export type MetricsSource = Pick<MeridianRuntime, 'stats' | 'locator' | 'plane' | 'health' | 'listenerStats' | 'certificates' | 'listeners' | 'edgeStats' | 'latencyReport'>;
 
 /**
  * The `certificate` label of each certificate, in order: its own label, and for a later one that shares it (an RSA
@@ -390,6 +392,30 @@ class PrometheusExporter implements MetricsExporter {
           const ms = rttMs[endpoint.index];
           if (ms !== null) this.set(endpointLabels(endpoint).base, ms / 1000);
         }
+      },
+    });
+    // Latency order's measured cost terms and what they did, as the workers route with them; empty in distance order.
+    new Gauge({
+      name: REGION_COST_SECONDS,
+      help: 'Latency order: the measured terms of each region\'s cost, slowness (smoothed probe RTT above its lowest in the last day) and errors (failed-request share over 10 s × routing.latency.errorPenalty); the distance term is per client and not here.',
+      labelNames: ['region', 'term'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { region, slownessMs, errorMs } of runtime.latencyReport() ?? []) {
+          this.set({ region, term: 'slowness' }, slownessMs / 1000);
+          this.set({ region, term: 'errors' }, errorMs / 1000);
+        }
+      },
+    });
+    new Gauge({
+      name: LATENCY_AREAS_MOVED,
+      help: 'Latency order: client areas (2° cells, per fence) whose home region latency has moved here from the region distance picks.',
+      labelNames: ['region'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { region, areasMoved } of runtime.latencyReport() ?? []) this.set({ region }, areasMoved);
       },
     });
     return new Histogram({
