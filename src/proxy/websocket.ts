@@ -366,8 +366,12 @@ function onDownstreamClose(this: TunnelSocket, hadError: boolean): void {
   idleSweep.delete(tunnel);
   clearTimeout(tunnel.goAwayTimer);
   if (tunnelClose.hasSubscribers) tunnelClose.publish(recordTunnel(tunnel, closeReasonOf(tunnel)));
+  const upstream = tunnel.upstream;
+  if (upstream === null) return;
   // Anything short of an open tunnel is abandoned outright.
-  if (tunnel.upstream !== null) passClose(tunnel.upstream, hadError || tunnel.phase !== 'open');
+  passClose(upstream, hadError || tunnel.phase !== 'open');
+  // The sweep has let the tunnel go: an upstream that never takes its FIN gets a timer of its own, as before opening.
+  if (!upstream.destroyed && tunnel.idleLimitMs > 0) upstream.setTimeout(tunnel.idleLimitMs);
 }
 
 /** Read as the client's connection closes. */
