@@ -23,6 +23,8 @@ const DURATION_S = Number(process.env.PACED_DURATION ?? 15);
 const WARMUP_S = 3;
 const SATURATION_S = 5;
 const CONNECTIONS = 50;
+/** Meridian's variants are measured this many times, alternating, so a burst of other work on the machine hits one row rather than one variant. */
+const ROUNDS = Number(process.env.PACED_ROUNDS ?? 2);
 const GOAL_ADDED_P99_MS = 2;
 /**
  * This script takes this nice value at start, and every process it starts (upstream, targets, load generators)
@@ -48,14 +50,17 @@ interface Variant {
 /** `PACED_VARIANTS="name=--flag --flag;name2="` compares other Meridian flag sets (exploration only). */
 function variants(): Variant[] {
   const spec = process.env.PACED_VARIANTS;
-  if (spec === undefined) return [
-    { name: 'as shipped', flags: SHIPPED_GC_FLAGS },
-    { name: 'V8 default', flags: V8_DEFAULT_GC_FLAGS },
-  ];
-  return spec.split(';').map((part) => {
-    const eq = part.indexOf('=');
-    return eq < 0 ? { name: part, flags: [] } : { name: part.slice(0, eq), flags: part.slice(eq + 1).split(' ').filter(Boolean) };
-  });
+  const once: Variant[] =
+    spec === undefined
+      ? [
+          { name: 'as shipped', flags: SHIPPED_GC_FLAGS },
+          { name: 'V8 default', flags: V8_DEFAULT_GC_FLAGS },
+        ]
+      : spec.split(';').map((part) => {
+          const eq = part.indexOf('=');
+          return eq < 0 ? { name: part, flags: [] } : { name: part.slice(0, eq), flags: part.slice(eq + 1).split(' ').filter(Boolean) };
+        });
+  return Array.from({ length: ROUNDS }, (_, round) => once.map((v) => (round === 0 ? v : { ...v, name: `${v.name}, round ${round + 1}` }))).flat();
 }
 
 interface Row {
@@ -79,6 +84,7 @@ interface Row {
 
 async function main(): Promise<number> {
   if (!Number.isFinite(DURATION_S) || DURATION_S < 1) throw new Error('PACED_DURATION must be a number of seconds ≥ 1');
+  if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error('PACED_ROUNDS must be a whole number ≥ 1');
   rmSync(TMP, { recursive: true, force: true });
   mkdirSync(TMP, { recursive: true });
   let nice = 0;
