@@ -104,6 +104,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   /** Request body bytes the current attempt has passed upstream (undici reports each chunk it sends). */
   bytesIn = 0;
   bytesOut = 0;
+  /** The answer's Content-Length, or -1: the chunk that completes it ends the response in the same write. */
+  #bodyLength = -1;
   error: ProxyError | null = null;
   #controller: Controller | null = null;
   #drainListening = false;
@@ -263,6 +265,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       if (chunk.kind === 'later') plane.uploadPins.pin(chunk.key, endpoint.region);
       else if (namesUpload(statusCode, headers['content-type'])) this.#uploadId = new UploadIdReader();
     }
+    const length = headers['content-length'];
+    this.#bodyLength = typeof length === 'string' && this.req.method !== 'HEAD' ? Number(length) : -1;
     const extra = plane.routingHeaders[endpoint.index];
     // The upstream answered before the client finished its body (a 413, a 401 on an upload).
     closeIfBodyArriving(this.req, this.res);
@@ -288,6 +292,11 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
     }
     this.bytesOut += chunk.length;
     if (this.#uploadId !== null) this.#learnUploadId(chunk);
+    if (this.bytesOut === this.#bodyLength) {
+      // The last bytes: node sends them with the end of the response (for a small answer, with its head too).
+      this.res.end(chunk);
+      return;
+    }
     if (this.res.write(chunk)) return;
     // Backpressure: stop reading upstream until the client has taken what we gave it.
     controller.pause();
@@ -313,11 +322,11 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
       process.nextTick(() => {
         if (this.res.destroyed) return;
         if (!isFileNotFound(notFound.parts) || !this.#discoverElsewhere()) this.#relayNotFound(notFound);
-        if (this.#notFound === null && this.responseStarted) this.res.end();
+        if (this.#notFound === null && this.responseStarted && !this.res.writableEnded) this.res.end();
       });
       return;
     }
-    this.res.end();
+    if (!this.res.writableEnded) this.res.end();
   }
 
   /**
