@@ -214,7 +214,11 @@ function describe(row: Row): string {
 
 function latencySection(env: ReturnType<typeof describeEnvironment>, rate: number, rows: Row[], nice: number): string {
   const direct = rows.find((r) => r.name === t.DIRECT.name && r.failure === undefined)?.result;
-  const added = (value: number, base: number | undefined): string => (base === undefined ? '–' : `+${(value - base).toFixed(2)}`);
+  const added = (value: number, base: number | undefined): string => {
+    if (base === undefined) return '–';
+    const d = value - base;
+    return `${d < 0 ? '−' : '+'}${Math.abs(d).toFixed(2)}`;
+  };
   const lines = [
     '## Paced latency',
     '',
@@ -226,6 +230,9 @@ function latencySection(env: ReturnType<typeof describeEnvironment>, rate: numbe
     "how long the target's main thread was ready to run but waited for its core (other processes' turn, from",
     '/proc/PID/task/PID/schedstat): far above the GC pause total below, the tail is the machine\'s, not the target\'s.',
     `Upstream, targets and generators all ran at nice ${nice} (PACED_NICE), so other work on a shared machine intrudes less.`,
+    'Direct shares CPU 1 between the upstream and the generator, so its p50 can sit above a proxy\'s, where the two',
+    'halves of each exchange run on different cores; the added figures are differences of percentiles, not percentiles',
+    'of differences.',
     '',
     ...environmentLines(env),
     `- load: ${rate.toLocaleString('en-US')} req/s (half of Meridian's saturation), ${WARMUP_S} s warm-up, ${DURATION_S} s measured per target`,
@@ -265,9 +272,8 @@ function gcSection(rate: number, rows: Row[]): string {
     'one fresh process per row (the same build), each saturated once and warmed up the same way first. "As shipped"',
     'is the image: a 32 MiB semi-space, and scavenges on the pausing thread alone (`meridian start` sets',
     '`--no-parallel-scavenge`); "V8 default" gives node `--parallel-scavenge` and leaves the young generation to V8.',
-    'Allocated bytes are the JS',
-    "heap's (each collection's `allocated=`), divided by the requests served in the window; Buffer contents live",
-    'off the heap and are not in them.',
+    "Allocated bytes are the JS heap's (each collection's `allocated=`), divided by the requests served in the",
+    'window; Buffer contents live off the heap and are not in them.',
     '',
     '| Meridian started with | saturated req/s | scavenges | mean pause ms | max pause ms | full GCs (max ms) | GC pause total ms | KiB allocated / request | KiB promoted / request | peak RSS MiB | paced p99 ms | p99.9 ms |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
