@@ -4,7 +4,7 @@ import type { MeridianConfig } from '../config/types.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { ConfigError } from '../config/errors.ts';
 import { restartRequired } from '../config/restart-only.ts';
-import { createGeoRouter } from '../routing/geo-router.ts';
+import { createGeoRouter, GeoRouter } from '../routing/geo-router.ts';
 import type { GeoLocator } from '../geo/locator.ts';
 import type { UploadPins } from '../proxy/upload-pins.ts';
 import { UpstreamPools } from '../proxy/pools.ts';
@@ -308,7 +308,10 @@ export class ControlPlane {
   #planeFor(config: MeridianConfig, world: HealthWorld, rateBuckets = this.#rateBuckets, homes = this.#homes): DataPlane {
     const { pools, traffic, locator, uploadPins } = this;
     const parts = { pools, traffic, locator, uploadPins, load: world.load, outcomes: world.outlier, tls: this.#tls(), rateBuckets };
-    return createDataPlane(config, createGeoRouter(config, world.state.snapshot, homes.published), parts);
+    // `#plane` is unset while the constructor builds the first plane.
+    const previous = (this.#plane as DataPlane | undefined)?.router;
+    const router = createGeoRouter(config, world.state.snapshot, homes.published, previous instanceof GeoRouter ? previous : null);
+    return createDataPlane(config, router, parts);
   }
 
   /** Latency order as /status shows it: what each region's cost is made of now, and the client areas moved to it. */

@@ -3,7 +3,7 @@
 // rebuilds only the parts whose generation changed.
 import { buildConfig } from '../config/build.ts';
 import type { MeridianConfig } from '../config/types.ts';
-import { createGeoRouter } from '../routing/geo-router.ts';
+import { createGeoRouter, type GeoRouter } from '../routing/geo-router.ts';
 import { attachGeoDatabase } from '../geo/database.ts';
 import { GeoLocator } from '../geo/locator.ts';
 import { TrafficRecorder } from '../observe/recorder.ts';
@@ -31,6 +31,8 @@ export class WorkerPlanes {
   #geoGeneration: number;
   #pins: { readonly generation: number; readonly pins: UploadPins } | null = null;
   #rateBuckets: { readonly generation: number; readonly buckets: RateBuckets } | null = null;
+  /** The router of the last snapshot built: the next one keeps its memo while no decision would change. */
+  #router: GeoRouter | null = null;
 
   constructor(init: WorkerInit, report: ReportThreshold) {
     const row = new ThreadStats(init.stats).row(init.slot);
@@ -58,7 +60,10 @@ export class WorkerPlanes {
     // Before the snapshot serves: the first record of a new zone must find its slots.
     this.recorder.attach(snapshot.trafficTables);
     const { pools, traffic, locator } = this;
-    return createDataPlane(config, createGeoRouter(config, snapshot.health, snapshot.homes), { pools, traffic, locator, uploadPins, load: outcomes.load, outcomes: outcomes.outcomes, tls: snapshot.tls, rateBuckets });
+    const router = createGeoRouter(config, snapshot.health, snapshot.homes, this.#router);
+    const plane = createDataPlane(config, router, { pools, traffic, locator, uploadPins, load: outcomes.load, outcomes: outcomes.outcomes, tls: snapshot.tls, rateBuckets });
+    this.#router = router;
+    return plane;
   }
 
   #configFor({ version, input }: PlaneSnapshot['config']): MeridianConfig {

@@ -7,6 +7,7 @@ import type { MeridianConfig } from '../config/types.ts';
 import type { GeoLocation } from '../geo/database.ts';
 import { greatCircleKm } from '../geo/distance.ts';
 import { createGeoRouter, decide } from './geo-router.ts';
+import { AreaHomes } from './area-homes.ts';
 import { MISROUTE_REASONS, type RouteDecision, type RouteFacts } from './types.ts';
 
 const LOCATIONS = {
@@ -442,5 +443,39 @@ describe('route codes (self us-east)', () => {
   it('keeps the home region’s code when only one of its zones is down', () => {
     const oneZone = { version: 1, usable: plain.topology.endpoints.map((e) => !(e.region === 'eu-north' && e.zone === 'az-1')), rttMs: [] };
     expect(decide(plain, BERLIN, null, oneZone).code).toBe('nearest');
+  });
+});
+
+describe('the memo across health snapshots', () => {
+  const plain = config();
+  /** eu-north's zones: az-1 at `az1` ms, az-3 at `az3` ms; every other endpoint at 50 ms; all usable unless named. */
+  const health = (version: number, az1: number, az3: number, down: string[] = []) => ({
+    version,
+    usable: plain.topology.endpoints.map((e) => !down.includes(e.origin)),
+    rttMs: plain.topology.endpoints.map((e) => (e.region !== 'eu-north' ? 50 : e.zone === 'az-1' ? az1 : az3)),
+  });
+  const first = createGeoRouter(plain, health(1, 20, 30));
+  const decision = first.route(facts(STOCKHOLM));
+  expect(decision.home).toBe('eu-north');
+
+  it('is handed on when an RTT moved without reordering any zone: the same decision object, no fresh decision', () => {
+    const next = createGeoRouter(plain, health(2, 22, 35), null, first);
+    expect(next.route(facts(STOCKHOLM))).toBe(decision);
+  });
+
+  it('starts over when the zone order changed', () => {
+    const next = createGeoRouter(plain, health(2, 40, 30), null, first);
+    const again = next.route(facts(STOCKHOLM));
+    expect(again).not.toBe(decision);
+    expect(originsOf(again).slice(0, 2)).toEqual(['http://10.3.3.10', 'http://10.3.1.10']);
+  });
+
+  it('starts over when an endpoint went down, or the config or the latency homes changed', () => {
+    const down = createGeoRouter(plain, health(2, 22, 35, ['http://10.3.1.10']), null, first);
+    expect(originsOf(down.route(facts(STOCKHOLM)))).not.toContain('http://10.3.1.10');
+    const otherConfig = config({ localPreferenceKm: 900 });
+    expect(createGeoRouter(otherConfig, health(2, 22, 35), null, first).route(facts(STOCKHOLM))).not.toBe(decision);
+    const homes = new AreaHomes(plain).published;
+    expect(createGeoRouter(plain, health(2, 22, 35), homes, first).route(facts(STOCKHOLM))).not.toBe(decision);
   });
 });

@@ -18,28 +18,38 @@ const AFFINITY_CODE: Readonly<Record<Affinity['kind'], RouteCode>> = Object.free
 export const ALL_HEALTHY: HealthSnapshot = Object.freeze({ version: 0, usable: [], rttMs: [] });
 
 /**
- * A router for one config, one health snapshot and one publication of latency homes; a change of either builds a new
- * one (and a fresh memo).
+ * A router for one config, one health snapshot and one publication of latency homes. `previous`, the router it
+ * replaces, lends its memo when nothing a decision reads has changed: the same config and homes, and a health snapshot
+ * that differs only in what no decision shows (an RTT that moved without reordering any region's zones). RTT drift
+ * then costs no client a fresh decision.
  */
-export function createGeoRouter(config: MeridianConfig, health: HealthSnapshot = ALL_HEALTHY, homes: PublishedHomes | null = null): GeoRouter {
-  return new GeoRouter(config, health, homes);
+export function createGeoRouter(config: MeridianConfig, health: HealthSnapshot = ALL_HEALTHY, homes: PublishedHomes | null = null, previous: GeoRouter | null = null): GeoRouter {
+  return new GeoRouter(config, health, homes, previous);
+}
+
+/** The memo of one router, handed on to its successor while decisions stay the same. */
+interface Memo {
+  readonly unknown: RouteDecision;
+  readonly byLocation: WeakMap<GeoLocation, RouteDecision>;
+  /** Affinity decisions by kind, then key (a project id or a region name: bounded by the config), then location. */
+  readonly byAffinity: { readonly upload: Map<string, AffinityMemo>; readonly project: Map<string, AffinityMemo>; readonly host: Map<string, AffinityMemo> };
 }
 
 export class GeoRouter implements Router {
   readonly #config: MeridianConfig;
   readonly #health: HealthSnapshot;
   readonly #homes: PublishedHomes | null;
-  readonly #byLocation = new WeakMap<GeoLocation, RouteDecision>();
-  readonly #unknown: RouteDecision;
-  /** Affinity decisions by kind, then key (a project id or a region name: bounded by the config), then location. */
-  readonly #byAffinity = { upload: new Map<string, AffinityMemo>(), project: new Map<string, AffinityMemo>(), host: new Map<string, AffinityMemo>() };
+  readonly #memo: Memo;
   readonly #hasHostRules: boolean;
 
-  constructor(config: MeridianConfig, health: HealthSnapshot, homes: PublishedHomes | null) {
+  constructor(config: MeridianConfig, health: HealthSnapshot, homes: PublishedHomes | null, previous: GeoRouter | null = null) {
     this.#config = config;
     this.#health = health;
     this.#homes = homes;
-    this.#unknown = decide(config, null, null, health, homes);
+    this.#memo =
+      previous !== null && previous.#config === config && previous.#homes?.version === homes?.version && sameDecisions(config, previous.#health, health)
+        ? previous.#memo
+        : { unknown: decide(config, null, null, health, homes), byLocation: new WeakMap(), byAffinity: { upload: new Map(), project: new Map(), host: new Map() } };
     this.#hasHostRules = config.routing.hostRegions.size > 0 || config.routing.hostSuffixRegions.length > 0;
   }
 
@@ -54,17 +64,17 @@ export class GeoRouter implements Router {
       if (region !== null) return this.#withAffinity(facts, 'host', region, [region]);
     }
     const location = facts.location;
-    if (location === null) return this.#unknown;
-    let decision = this.#byLocation.get(location);
+    if (location === null) return this.#memo.unknown;
+    let decision = this.#memo.byLocation.get(location);
     if (decision === undefined) {
       decision = decide(this.#config, location, null, this.#health, this.#homes);
-      this.#byLocation.set(location, decision);
+      this.#memo.byLocation.set(location, decision);
     }
     return decision;
   }
 
   #withAffinity(facts: RouteFacts, kind: Affinity['kind'], key: string, regions: readonly string[]): RouteDecision {
-    const byKey = this.#byAffinity[kind];
+    const byKey = this.#memo.byAffinity[kind];
     let memo = byKey.get(key);
     if (memo === undefined) byKey.set(key, (memo = { unknown: undefined, byLocation: new WeakMap() }));
     const location = facts.location;
@@ -77,6 +87,26 @@ export class GeoRouter implements Router {
     }
     return decision;
   }
+}
+
+/**
+ * Every decision under `b` equals its decision under `a`: decisions read health only through each region's zone order
+ * and usable endpoints (zonesOf).
+ */
+function sameDecisions(config: MeridianConfig, a: HealthSnapshot, b: HealthSnapshot): boolean {
+  if (a === b) return true;
+  const { regions, self } = config.topology;
+  for (const region of regions) {
+    const before = zonesOf(region, self, a);
+    const after = zonesOf(region, self, b);
+    for (let z = 0; z < before.zones.length; z++) {
+      if (before.zones[z] !== after.zones[z]) return false;
+      const x = before.usable[z];
+      const y = after.usable[z];
+      if (x.length !== y.length || x.some((e, i) => e !== y[i])) return false;
+    }
+  }
+  return true;
 }
 
 /** The region a host rule assigns, ignoring any `:port`; exact names win over `*.suffix` rules. */
