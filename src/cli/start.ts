@@ -9,8 +9,9 @@ import { setFlagsFromString } from 'node:v8';
 /**
  * Scavenges run on the thread that pauses, without V8's helper threads. Meridian's data-plane threads are meant to
  * fill the CPUs (`workers: auto` starts one per CPU), so a helper can only run by taking a core from a data-plane
- * thread, and the pausing thread waits until every helper has been scheduled: on one core, pauses of 2–7 ms for a
- * few hundred KiB of survivors, against about 1–2 ms done alone (bench/paced.ts, "GC and the young generation").
+ * thread, and the pausing thread waits until every helper has been scheduled. Measured on one pinned core with a few
+ * hundred KiB of survivors: mean pauses 15–20 % shorter done alone on a quiet core, and maximum pauses of 1.5–2.6 ms
+ * instead of up to 4–7 ms on a busy one (bench/paced.ts, "GC and the young generation").
  * V8 flags are process-wide and read at each scavenge, so setting it here covers every thread started after. A
  * `--parallel-scavenge` given to node explicitly wins.
  */
