@@ -296,8 +296,9 @@ const INTRO = `# Benchmark results
 
 \`npm run bench\` (bench/run.ts) measures, in one run on loopback, a direct connection to a fixed-response
 upstream and the same upstream behind Meridian (one region, one zone, its default pipeline; the JavaScript build
-that the image runs, which the script makes first), http-proxy,
-@fastify/http-proxy, and nginx (one worker) and HAProxy (one thread) when installed. Each target is its own
+that the image runs, which the script makes first, with the image's node flags), a minimal node:http + undici
+Pool.dispatch proxy (bench/peers/minimal-dispatch.ts: the floor for a node proxy), http-proxy, @fastify/http-proxy,
+and nginx (one worker), HAProxy (one thread) and, for uploads, Caddy (one core) when installed. Each target is its own
 process, pinned to CPU 0 with taskset; the upstream and the load generator share CPU 1. Each target gets a
 discarded warm-up, then a measured window with autocannon, and with wrk too when it is installed, because
 autocannon rather than the proxy limits direct, nginx and HAProxy. Three scenarios: small GETs at saturation,
