@@ -53,7 +53,7 @@ async function main(): Promise<number> {
   if (env.loadAtStart > 1) console.log('warning: the machine is busy before the run starts; expect noisy numbers');
   const natives = [...(t.HAS_NGINX ? [t.NGINX_PROXY] : []), ...(t.HAS_HAPROXY ? [t.HAPROXY] : [])];
   const smallTargets = chosen([t.DIRECT, t.MERIDIAN, t.MINIMAL_DISPATCH, t.HTTP_PROXY, t.FASTIFY_HTTP_PROXY, ...natives]);
-  const uploadTargets = chosen([t.DIRECT, t.MERIDIAN, ...(t.IMAGE_NODE_FLAGS.includes(t.UPLOAD_GC_FLAG) ? [] : [t.MERIDIAN_UPLOAD_GC]), t.MINIMAL_DISPATCH, t.HTTP_PROXY, t.FASTIFY_HTTP_PROXY, ...natives, ...(t.HAS_CADDY ? [t.CADDY] : [])]);
+  const uploadTargets = chosen([t.DIRECT, t.MERIDIAN, t.MINIMAL_DISPATCH, t.HTTP_PROXY, t.FASTIFY_HTTP_PROXY, ...natives, ...(t.HAS_CADDY ? [t.CADDY] : [])]);
   const { small, halfRate, rate } = SCENARIOS.has('small') ? await smallResponses(smallTargets) : { small: [], halfRate: [], rate: 0 };
   const uploads = SCENARIOS.has('uploads') ? await uploadsScenario(uploadTargets) : [];
 

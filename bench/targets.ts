@@ -88,24 +88,6 @@ export const MERIDIAN: Target = {
   },
 };
 
-/**
- * V8 counts each request-body Buffer node's HTTP parser makes as external memory and starts a full collection every
- * 64 MiB of them; this flag folds that memory into the heap's own limits, so the buffers die in scavenges instead.
- * Measured beside the image's flags in the uploads table until the image adopts it.
- */
-export const UPLOAD_GC_FLAG = '--external-memory-accounted-in-global-limit';
-
-export const MERIDIAN_UPLOAD_GC: Target = {
-  name: `Meridian ${UPLOAD_GC_FLAG}`,
-  async start(upstream, dir) {
-    const port = await freePort();
-    const config = join(dir, 'meridian.yaml');
-    writeFileSync(config, meridianConfig(upstream.url, port));
-    const flags = IMAGE_NODE_FLAGS.includes(UPLOAD_GC_FLAG) ? IMAGE_NODE_FLAGS : [...IMAGE_NODE_FLAGS, UPLOAD_GC_FLAG];
-    return nodeServer(this.name, port, [...flags, MERIDIAN_CLI, 'start', '--config', config]);
-  },
-};
-
 export const HTTP_PROXY: Target = {
   name: 'http-proxy',
   start: (upstream) => withPort((port) => nodeServer('http-proxy', port, [join(ROOT, 'bench/peers/http-proxy.ts'), String(port), upstream.url])),

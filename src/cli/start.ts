@@ -7,16 +7,28 @@ import { startMeridian } from '../main.ts';
 import { setFlagsFromString } from 'node:v8';
 
 /**
+ * Two V8 settings for a proxy's allocation pattern, process-wide and read at each collection, so setting them here
+ * covers every thread started after; a flag given to node explicitly wins.
+ *
  * Scavenges run on the thread that pauses, without V8's helper threads. Meridian's data-plane threads are meant to
  * fill the CPUs (`workers: auto` starts one per CPU), so a helper can only run by taking a core from a data-plane
  * thread, and the pausing thread waits until every helper has been scheduled. Measured on one pinned core with a few
  * hundred KiB of survivors: mean pauses 15–20 % shorter done alone on a quiet core, and maximum pauses of 1.5–2.6 ms
  * instead of up to 4–7 ms on a busy one (bench/paced.ts, "GC and the young generation").
- * V8 flags are process-wide and read at each scavenge, so setting it here covers every thread started after. A
- * `--parallel-scavenge` given to node explicitly wins.
+ *
+ * Request-body buffers count toward the heap's limits. node's HTTP parser copies every body chunk into a fresh
+ * ~64 KiB Buffer; V8 otherwise counts those as external memory and starts a full collection every 64 MiB of them
+ * (about ten a second at 300 MiB/s of uploads), marking the whole heap on helper threads that share the proxy's core.
+ * Counted in the heap, they die in scavenges like any short-lived object: 1 MiB uploads went from 3.9 to 2.3 ms of CPU
+ * each, for about 60 MiB more peak RSS while uploads stream (bench/run.ts, uploads).
  */
-function scavengeOnOneThread(): void {
-  if (!process.execArgv.some((arg) => arg.endsWith('parallel-scavenge'))) setFlagsFromString('--no-parallel-scavenge');
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+
+function gcSettings(): void {
+  const given = (flag: string): boolean => process.execArgv.some((arg) => arg.endsWith(flag));
+  if (!given('parallel-scavenge')) setFlagsFromString('--no-parallel-scavenge');
+  // Measured on Node 24; older V8s do not know the flag and would print an error for it.
+  if (NODE_MAJOR >= 24 && !given('external-memory-accounted-in-global-limit')) setFlagsFromString('--external-memory-accounted-in-global-limit');
 }
 
 export async function runStart(path: string): Promise<number> {
@@ -39,7 +51,7 @@ export interface ServeOptions {
 }
 
 export async function serve(config: MeridianConfig, options: ServeOptions = {}): Promise<number> {
-  scavengeOnOneThread();
+  gcSettings();
   let meridian;
   try {
     meridian = await startMeridian(config, { configPath: options.configPath });
