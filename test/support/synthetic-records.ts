@@ -85,6 +85,7 @@ export function quietRuntime(config: () => MeridianConfig): MetricsSource {
     edgeStats: new EdgeStats(1),
     health: () => ({ snapshot: { usable: [] }, rttMs: [] }),
     listeners: () => config().listen.map((settings) => ({ settings, port: settings.port })),
+    latencyReport: () => null,
   } as unknown as MetricsSource;
 }
 
