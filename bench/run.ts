@@ -296,7 +296,7 @@ const INTRO = `# Benchmark results
 
 \`npm run bench\` (bench/run.ts) measures, in one run on loopback, a direct connection to a fixed-response
 upstream and the same upstream behind Meridian (one region, one zone, its default pipeline; the JavaScript build
-that the image runs, which the script makes first, with the image's node flags and the GC settings `meridian start` makes), a minimal node:http + undici
+that the image runs, which the script makes first, with the image's node flags and the GC settings \`meridian start\` makes), a minimal node:http + undici
 Pool.dispatch proxy (bench/peers/minimal-dispatch.ts: the floor for a node proxy), http-proxy, @fastify/http-proxy,
 and nginx (one worker), HAProxy (one thread) and, for uploads, Caddy (one core) when installed. Each target is its own
 process, pinned to CPU 0 with taskset; the upstream and the load generator share CPU 1. Each target gets a
