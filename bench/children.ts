@@ -1,4 +1,5 @@
 // Every process the bench starts: optionally pinned to one CPU with taskset, tracked, and killed by PID.
+import { request } from 'node:http';
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -154,4 +155,17 @@ function signal(child: Child, name: NodeJS.Signals): void {
   } catch {
     // Already gone.
   }
+}
+
+/** The status of a GET to `url`, or 0 when nothing answered within a second: how the benches wait for a server. */
+export function httpStatus(url: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = request(url, { agent: false, timeout: 1_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', () => resolve(0));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
 }

@@ -5,13 +5,12 @@
 //    `ws` server (the upstream) holding as many sockets by itself.
 // Writes the "## Memory" section of bench/RESULTS.md and leaves the other sections alone.
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, hasCommand, rssMiB, runBench, runChild, startChild, stopChild, type Child } from './children.ts';
+import { freePort, hasCommand, httpStatus, rssMiB, runBench, runChild, startChild, stopChild, type Child } from './children.ts';
 import { autocannon, parseWrk, type LoadResult } from './load.ts';
 import { describeEnvironment, environmentLines } from './machine.ts';
-import { LOAD_CPU, MERIDIAN_CLI, PROXY_CPU, startNginxUpstream, startNodeUpstream, type Server } from './targets.ts';
+import { LOAD_CPU, MERIDIAN_CLI, PROXY_CPU, meridianConfig, startNginxUpstream, startNodeUpstream, type Server } from './targets.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -81,26 +80,13 @@ function startNode(name: string, args: readonly string[], cpu: number, env: Node
   return startChild(name, 'bash', ['-c', `ulimit -n ${FILE_LIMIT} && exec "$@"`, 'bash', process.execPath, ...args], { cpu, cwd: ROOT, env, keepOutput: true });
 }
 
-function meridianConfig(port: number, upstreamUrl: string): string {
-  return [
-    'self: { region: bench, zone: z1 }',
-    'workers: 1',
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    'admin: { host: 127.0.0.1, port: 0 }',
-    // A new health snapshot (every probe, with its RTTs) gives a new router and a fresh route memo, which refills as
-    // requests come: a replacement, not growth, but a reading taken mid-refill would differ by its size. One probe
-    // an hour keeps the readings comparable.
-    'health: { interval: 1h }',
-    // Clients claim their addresses in X-Forwarded-For, trusted from loopback, so geo and routing do real work.
-    'geo: { trustedProxies: [127.0.0.1/32] }',
-    'regions:',
-    '  bench:',
-    '    location: [0, 0]',
-    '    zones:',
-    `      z1: { endpoints: ["${upstreamUrl}"] }`,
-    'shutdown: { drainDelay: 0, drainTimeout: 2s }',
-    '',
-  ].join('\n');
+/**
+ * bench/run.ts's config with one data-plane thread, probed once an hour: a probe can bring a new router (an RTT that
+ * reorders zones, a latency home that moves) whose route memo refills as requests come, a replacement rather than
+ * growth, but a reading taken mid-refill would differ by its size.
+ */
+function memoryConfig(port: number, upstreamUrl: string): string {
+  return `${meridianConfig(upstreamUrl, port, 1)}health: { interval: 1h }\n`;
 }
 
 /** Started once it answers: 200 through to an HTTP upstream; any answer in front of the `ws` server, which has no pages. */
@@ -108,29 +94,18 @@ async function startMeridian(name: string, upstreamUrl: string, answers = (code:
   const port = await freePort();
   const config = join(TMP, `${name}.yaml`);
   const probe = join(TMP, `${name}.heap.jsonl`);
-  writeFileSync(config, meridianConfig(port, upstreamUrl));
+  writeFileSync(config, memoryConfig(port, upstreamUrl));
   const env = { ...process.env, MERIDIAN_HEAP_PROBE: probe };
   const child = startNode(name, [...NODE_FLAGS, '--expose-gc', '--import', PROBE, MERIDIAN_CLI, 'start', '--config', config], PROXY_CPU, env);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + READY_TIMEOUT_MS;
-  while (!answers(await status(url))) {
+  while (!answers(await httpStatus(url))) {
     if (child.proc.exitCode !== null || Date.now() > deadline) throw new Error(`${name} did not answer 200 on ${url}:\n${child.output().slice(-2_000)}`);
     await sleep(100);
   }
   return { child, url, probe };
 }
 
-function status(url: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = request(url, { agent: false, timeout: 1_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('error', () => resolve(0));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -1,10 +1,9 @@
 // Meridian started with extra node flags for a measurement (GC tracing, the inspector, young-generation sizes): the
 // JavaScript build as bench/targets.ts runs it, pinned to the proxy CPU, keeping its whole output for parsing.
 import { writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, startChild, stopChild, type Child } from './children.ts';
+import { freePort, httpStatus, startChild, stopChild, type Child } from './children.ts';
 import { MERIDIAN_CLI, PROXY_CPU, meridianConfig, type Server } from './targets.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -41,21 +40,9 @@ export async function waitFor200(child: Child, url: string): Promise<void> {
   void child.exited.then(() => (exited = true));
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline && !exited) {
-    if ((await status(url)) === 200) return;
+    if ((await httpStatus(url)) === 200) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   await stopChild(child);
   throw new Error(`${child.name} did not answer 200 on ${url}${exited ? ' (it exited)' : ''}:\n${child.output().slice(-2_000)}`);
-}
-
-function status(url: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = request(url, { agent: false, timeout: 1_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('error', () => resolve(0));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
 }

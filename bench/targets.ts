@@ -1,10 +1,9 @@
 // How each upstream and each target under test is started: a child process on a free loopback port,
 // with its own generated config under bench/.tmp/, returned only once it answers 200.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, hasCommand, startChild, stopChild, type Child } from './children.ts';
+import { freePort, hasCommand, httpStatus, startChild, stopChild, type Child } from './children.ts';
 import { UPSTREAM_BODY } from './upstream.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -268,21 +267,9 @@ async function ready(child: Child, port: number): Promise<Server> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (exited) break;
-    if ((await probe(url)) === 200) return server;
+    if ((await httpStatus(url)) === 200) return server;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   await server.stop();
   throw new Error(`${child.name} did not answer 200 on ${url}${exited ? ' (it exited)' : ''}:\n${child.output().slice(-2_000)}`);
-}
-
-function probe(url: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = request(url, { agent: false, timeout: 1_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('error', () => resolve(0));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
 }
