@@ -22,7 +22,7 @@ import { NO_TLS, type TlsSnapshot } from '../listen/tls.ts';
 import type { RateBuckets } from '../proxy/rate-buckets.ts';
 import { allocateBuckets, sameBuckets } from '../proxy/rate-limit.ts';
 import { AreaHomes, type PendingHome } from '../routing/area-homes.ts';
-import { UNMEASURED } from '../routing/latency-cost.ts';
+import { costTerms, UNMEASURED } from '../routing/latency-cost.ts';
 import { RegionLatencyMeter } from './region-latency.ts';
 
 /**
@@ -321,9 +321,11 @@ export class ControlPlane {
     const moved = this.#homes.movedAreas();
     const { errorPenaltyMs } = this.#config.routing.latency;
     return this.#config.topology.regions.map((region, i) => {
-      const { rttMs, floorMs, errorRatio } = latency[i] ?? UNMEASURED;
-      const slownessMs = rttMs === null || floorMs === null ? 0 : Math.max(0, rttMs - floorMs);
-      return { region: region.name, rttMs, floorMs, slownessMs, errorRatio, errorMs: errorRatio * errorPenaltyMs, areasMoved: moved[i] ?? 0 };
+      const measured = latency[i] ?? UNMEASURED;
+      // The terms as routing computes them; distance is per client, so none here.
+      const { slownessMs, errorMs } = costTerms(0, measured, false, 0, errorPenaltyMs);
+      const { rttMs, floorMs, errorRatio } = measured;
+      return { region: region.name, rttMs, floorMs, slownessMs, errorRatio, errorMs, areasMoved: moved[i] ?? 0 };
     });
   }
 
