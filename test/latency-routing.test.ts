@@ -4,6 +4,9 @@
 // cost term by term with the pending move, and a region that alternates between slow and fast faster than the window
 // never moves the home at all.
 import { afterEach, describe, expect, test } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { metricValue, send, until } from './support/harness.ts';
 import { cityFixture, cityRecord as city } from './support/mmdb-writer.ts';
 import { startWorld, type Layout, type World } from './support/zones.ts';
@@ -29,7 +32,7 @@ afterEach(async () => {
   for (const step of cleanup.splice(0).reverse()) await step();
 });
 
-async function world(workers = 1): Promise<World> {
+async function world(workers = 1, configFile?: string): Promise<World> {
   const started = await startWorld(
     LAYOUT,
     { region: 'north', zone: 'az-1' },
@@ -40,6 +43,7 @@ async function world(workers = 1): Promise<World> {
       headers: { explain: true },
     },
     workers,
+    configFile,
   );
   cleanup.push(() => started.close());
   return started;
@@ -68,7 +72,9 @@ async function servedBy(w: World): Promise<string> {
 
 describe('latency order with hysteresis', () => {
   test('a slowed region loses the client only after the window, in every worker, and /route shows the terms', async () => {
-    const w = await world(2);
+    const dir = await mkdtemp(join(tmpdir(), 'meridian-latency-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const w = await world(2, join(dir, 'meridian.json'));
     // Both RTTs measured, the floors set, nothing moved yet.
     await until(async () => (await explain(w)).regions.every((r) => r.latency.rttMs !== null), 'every region probed');
     expect((await explain(w)).home).toBe('west');
@@ -120,6 +126,34 @@ describe('latency order with hysteresis', () => {
     for (let i = 0; i < 8; i++) expect(await servedBy(w)).toBe('east-1');
     const header = (await send(w.port, { headers: { 'x-forwarded-for': CLIENT_IP } })).headers['x-meridian-route'];
     expect(String(header)).toMatch(/\beast\b.*\blatency\b/);
+
+    // A reload that keeps the regions keeps the moved home: no area starts its window over.
+    const reloaded = await fetch(`http://127.0.0.1:${w.adminPort}/reload`, { method: 'POST' });
+    expect(((await reloaded.json()) as { ok: boolean }).ok).toBe(true);
+    expect(w.meridian.runtime.configVersion()).toBe(2);
+    expect((await explain(w)).home).toBe('east');
+    expect(await servedBy(w)).toBe('east-1');
+  });
+
+  test('an RTT that moves without reordering any zone keeps every cached decision', async () => {
+    const w = await world();
+    await until(async () => (await explain(w)).regions.every((r) => r.latency.rttMs !== null), 'every region probed');
+    const { runtime } = w.meridian;
+    const location = runtime.locator.locate(CLIENT_IP);
+    const facts = { clientIp: CLIENT_IP, host: undefined, location, project: undefined, pinnedRegion: undefined };
+    const before = runtime.plane();
+    const decision = before.router.route(facts);
+    // A sample that moves the smoothed RTT just past what health republishes for (20 % and 1 ms from the RTT routing
+    // sees), yet by far less than the latency margin: a new snapshot and a new router, but east has one zone, so no
+    // decision can differ, and none is made again.
+    const index = w.index('east-1');
+    const health = w.health();
+    const shown = health.snapshot.rttMs[index]!;
+    const target = shown + Math.max(1, 0.2 * shown) + 1;
+    const smoothed = health.rttMs[index]!;
+    health.probe(index, true, smoothed + (target - smoothed) / 0.3, Date.now(), 'test sample');
+    expect(runtime.plane()).not.toBe(before);
+    expect(runtime.plane().router.route(facts)).toBe(decision);
   });
 
   test('a region that fails its requests sinks by its error share, though its probes pass', async () => {

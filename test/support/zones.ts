@@ -1,5 +1,6 @@
 // Health and failover worlds: named backends on real sockets that a test kills and restarts on the same port, whose
 // health-check answers it controls apart from their traffic, and a multi-zone, multi-region Meridian in front of them.
+import { writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -125,7 +126,14 @@ export interface World {
  * `overrides` are merged one level deep over the defaults (as the harness does).
  */
 /** `workers`: the data plane on the test's thread by default, where its events can be observed. */
-export async function startWorld(layout: Layout, self: { region: string; zone: string }, overrides: Overrides = {}, workers: number | 'auto' = 1): Promise<World> {
+/** `configFile`: also written there as JSON, and Meridian started from it, so POST /reload reads it again. */
+export async function startWorld(
+  layout: Layout,
+  self: { region: string; zone: string },
+  overrides: Overrides = {},
+  workers: number | 'auto' = 1,
+  configFile?: string,
+): Promise<World> {
   const names = Object.values(layout).flatMap((r) => Object.values(r.zones).flat());
   const healthPath = ((overrides.health as Record<string, unknown> | undefined)?.path as string | undefined) ?? DEFAULT_HEALTH_PATH;
   const started = await Promise.all(names.map((name) => startBackend(name, healthPath)));
@@ -148,7 +156,8 @@ export async function startWorld(layout: Layout, self: { region: string; zone: s
   const config = compileConfig(raw, {});
   let meridian: Meridian;
   try {
-    meridian = await startMeridian(config);
+    if (configFile !== undefined) await writeFile(configFile, JSON.stringify(raw));
+    meridian = await startMeridian(config, configFile === undefined ? {} : { configPath: configFile });
   } catch (err) {
     await Promise.all(started.map((b) => b.close()));
     throw err;
