@@ -7,6 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runBench } from './children.ts';
+import { inspectorOf } from './inspector.ts';
 import { startMeridian } from './meridian-process.ts';
 import { paced } from './pacer-child.ts';
 import { startNginxUpstream } from './targets.ts';
@@ -31,29 +32,6 @@ interface ProfileNode {
   callFrame: CallFrame;
   selfSize: number;
   children: ProfileNode[];
-}
-
-/** A minimal Chrome DevTools Protocol client over the inspector's WebSocket. */
-async function cdp(wsUrl: string): Promise<{ send: (method: string, params?: object) => Promise<any>; close: () => void }> {
-  const ws = new WebSocket(wsUrl);
-  await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = reject;
-  });
-  let id = 0;
-  const waiting = new Map<number, (result: any) => void>();
-  ws.onmessage = (event) => {
-    const message = JSON.parse(String(event.data));
-    if (message.id !== undefined) waiting.get(message.id)?.(message.error ? Promise.reject(new Error(message.error.message)) : message.result);
-  };
-  return {
-    send: (method, params = {}) =>
-      new Promise((resolve) => {
-        waiting.set(++id, resolve);
-        ws.send(JSON.stringify({ id, method, params }));
-      }),
-    close: () => ws.close(),
-  };
 }
 
 function isMeridian(frame: CallFrame): boolean {
@@ -100,11 +78,9 @@ async function main(): Promise<number> {
   const upstream = await startNginxUpstream(TMP);
   const meridian = await startMeridian('Meridian (inspector)', upstream.url, TMP, { nodeFlags: ['--inspect=127.0.0.1:0'] });
   try {
-    const wsUrl = /ws:\/\/127\.0\.0\.1:\d+\/[\w-]+/.exec(meridian.child.output())?.[0];
-    if (wsUrl === undefined) throw new Error(`no inspector URL in:\n${meridian.child.output()}`);
     const load = { rate: RATE, connections: 50, headers: CLIENT_HEADERS };
     await paced(meridian.url, { ...load, durationS: 3 });
-    const session = await cdp(wsUrl);
+    const session = await inspectorOf(meridian.child);
     await session.send('HeapProfiler.enable');
     await session.send('HeapProfiler.startSampling', {
       samplingInterval: SAMPLING_INTERVAL,
