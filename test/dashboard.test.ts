@@ -40,7 +40,7 @@ async function startFastDemo(): Promise<Meridian> {
   backends = await startBackends();
   const origins: Record<string, Record<string, string>> = {};
   for (const b of backends) (origins[b.region] ??= {})[b.zone] = b.origin;
-  const raw = { ...demoConfig(origins as DemoOrigins, { listenPort: 0, adminPort: 0 }), health: { interval: '200ms', unhealthyInterval: '200ms', timeout: '1s', fall: 2 } };
+  const raw = { ...demoConfig(origins as DemoOrigins, { listenPort: 0, adminPort: 0, probePort: 0 }), health: { interval: '200ms', unhealthyInterval: '200ms', timeout: '1s', fall: 2 } };
   return startMeridian(compileConfig(raw, {}, 'demo'));
 }
 

@@ -16,7 +16,7 @@ describe('the demo topology behind Meridian', () => {
   let demo: Demo;
   let base: string;
   beforeAll(async () => {
-    demo = await startDemo({ listenPort: 0, adminPort: 0, httpsPort: 0 });
+    demo = await startDemo({ listenPort: 0, adminPort: 0, httpsPort: 0, probePort: 0 });
     base = `127.0.0.1:${demo.meridian.proxyAddress.port}`;
   });
   afterAll(() => demo?.stop());
@@ -70,7 +70,7 @@ describe('the demo topology behind Meridian', () => {
 
 describe('a dead local zone', () => {
   it('sends the next request to the sibling zone us-east/az-3', async () => {
-    const demo = await startDemo({ listenPort: 0, adminPort: 0, httpsPort: 0 });
+    const demo = await startDemo({ listenPort: 0, adminPort: 0, httpsPort: 0, probePort: 0 });
     try {
       const url = `http://127.0.0.1:${demo.meridian.proxyAddress.port}/v1/health/version`;
       expect((await fetch(url)).headers.get('x-meridian-zone')).toBe('az-1');
@@ -96,18 +96,28 @@ describe('the meridian demo command', () => {
   }
 
   it('prints the banner, serves, and exits 0 on SIGTERM', async () => {
-    const [port, adminPort, httpsPort] = await freePorts(3);
-    const child = runCli({ MERIDIAN_DEMO_PORT: String(port), MERIDIAN_DEMO_ADMIN_PORT: String(adminPort), MERIDIAN_DEMO_HTTPS_PORT: String(httpsPort) });
+    const [port, adminPort, httpsPort, probePort] = await freePorts(4);
+    const child = runCli({
+      MERIDIAN_DEMO_PORT: String(port),
+      MERIDIAN_DEMO_ADMIN_PORT: String(adminPort),
+      MERIDIAN_DEMO_HTTPS_PORT: String(httpsPort),
+      MERIDIAN_DEMO_PROBE_PORT: String(probePort),
+    });
     const exited = once(child, 'exit');
     try {
       const banner = new Promise<void>((resolve) => child.stdout!.on('data', () => child.out.includes('Ctrl-C stops') && resolve()));
       await within(Promise.race([banner, exited.then(() => Promise.reject(new Error(child.err)))]), 10_000, 'banner');
       expect(child.err).toBe('');
       expect(child.out).toContain(`curl -i localhost:${port}/v1/health/version`);
-      expect(child.out).toContain(`curl localhost:${adminPort}/readyz`);
+      expect(child.out).toContain(`curl localhost:${probePort}/readyz`);
+      expect(child.out).toContain(`curl localhost:${adminPort}/status`);
       expect(child.out).toContain(`curl -k --http2 -i https://localhost:${httpsPort}/v1/health/version`);
       const res = await fetch(`http://127.0.0.1:${port}/v1/health/version`);
       expect(res.headers.get('x-meridian-zone')).toBe('az-1');
+      // The probe port answers readiness and nothing of the admin plane.
+      expect(await (await fetch(`http://127.0.0.1:${probePort}/readyz`)).json()).toMatchObject({ status: 'ready' });
+      expect((await fetch(`http://127.0.0.1:${probePort}/status`)).status).toBe(404);
+      expect((await fetch(`http://127.0.0.1:${adminPort}/status`)).status).toBe(200);
       child.kill('SIGTERM');
       expect(await within(exited, 5_000, 'exit after SIGTERM')).toEqual([0, null]);
       expect(child.out).toContain('meridian: stopped');
@@ -118,8 +128,13 @@ describe('the meridian demo command', () => {
 
   it('exits 1 with one line, not a stack trace, when its port is taken', async () => {
     const taken = await holdPort();
-    const [adminPort, httpsPort] = await freePorts(2);
-    const child = runCli({ MERIDIAN_DEMO_PORT: String(taken.port), MERIDIAN_DEMO_ADMIN_PORT: String(adminPort), MERIDIAN_DEMO_HTTPS_PORT: String(httpsPort) });
+    const [adminPort, httpsPort, probePort] = await freePorts(3);
+    const child = runCli({
+      MERIDIAN_DEMO_PORT: String(taken.port),
+      MERIDIAN_DEMO_ADMIN_PORT: String(adminPort),
+      MERIDIAN_DEMO_HTTPS_PORT: String(httpsPort),
+      MERIDIAN_DEMO_PROBE_PORT: String(probePort),
+    });
     try {
       expect(await within(once(child, 'exit'), 10_000, 'exit')).toEqual([1, null]);
       const lines = child.err.trim().split('\n');

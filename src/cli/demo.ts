@@ -7,15 +7,16 @@ import { makeDemoCertificate } from '../demo/certificate.ts';
 import type { DemoPorts } from '../demo/topology.ts';
 import { serve } from './start.ts';
 
-/** Ports for when 8080 or 9090 is taken (and for the CLI's own test). */
+/** Ports for when 8080, 9090, 8443 or 8081 is taken (and for the CLI's own test). */
 export const DEMO_PORT_ENV = 'MERIDIAN_DEMO_PORT';
 export const DEMO_ADMIN_PORT_ENV = 'MERIDIAN_DEMO_ADMIN_PORT';
 export const DEMO_HTTPS_PORT_ENV = 'MERIDIAN_DEMO_HTTPS_PORT';
+export const DEMO_PROBE_PORT_ENV = 'MERIDIAN_DEMO_PROBE_PORT';
 
 export async function runDemo(): Promise<number> {
   let ports: DemoPorts;
   try {
-    ports = { listenPort: portFromEnv(DEMO_PORT_ENV), adminPort: portFromEnv(DEMO_ADMIN_PORT_ENV), httpsPort: portFromEnv(DEMO_HTTPS_PORT_ENV) };
+    ports = { listenPort: portFromEnv(DEMO_PORT_ENV), adminPort: portFromEnv(DEMO_ADMIN_PORT_ENV), httpsPort: portFromEnv(DEMO_HTTPS_PORT_ENV), probePort: portFromEnv(DEMO_PROBE_PORT_ENV) };
   } catch (err) {
     console.error(`meridian demo: ${(err as Error).message}`);
     return 1;

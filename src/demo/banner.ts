@@ -6,6 +6,7 @@ export function demoBanner(config: MeridianConfig): string {
   const proxy = `localhost:${config.listen[0].port}`;
   const https = config.listen.find((l) => l.protocol === 'https');
   const admin = `localhost:${config.admin.port}`;
+  const probe = config.probe === null ? null : `localhost:${config.probe.port}`;
   const { self } = config.topology;
   const rows = config.topology.regions.map((region) => {
     const zones = region.zones.map((zone) => {
@@ -24,7 +25,8 @@ export function demoBanner(config: MeridianConfig): string {
     '',
     ...rows,
     '',
-    `  proxy  http://${proxy}${https === undefined ? '' : `    https://localhost:${https.port} (self-signed, HTTP/2)`}    admin  http://${admin}`,
+    `  proxy  http://${proxy}${https === undefined ? '' : `    https://localhost:${https.port} (self-signed, HTTP/2)`}`,
+    `  admin  http://${admin}${probe === null ? '' : `    probe  http://${probe} (/readyz, /healthz only)`}`,
     '',
     'Try:',
     `  curl -i ${proxy}/v1/health/version          # x-meridian-region/-zone tell who answered`,
@@ -32,7 +34,8 @@ export function demoBanner(config: MeridianConfig): string {
     `  curl -X POST --data-binary @somefile ${proxy}/v1/storage/buckets/demo/files`,
     `  node -e "const w=new WebSocket('${ws}');w.onmessage=(e)=>console.log(e.data);w.onopen=()=>w.send('hi')"`,
     ...(https === undefined ? [] : [`  curl -k --http2 -i https://localhost:${https.port}/v1/health/version   # TLS ends here; x-forwarded-proto: https upstream`]),
-    `  curl ${admin}/readyz`,
+    ...(probe === null ? [] : [`  curl ${probe}/readyz                        # the probe listener: all a GeoDNS checker can see`]),
+    `  curl ${admin}/status                        # the admin port: status, metrics, reload, dashboard at /`,
     '',
     'Ctrl-C stops everything.',
   ].join('\n');

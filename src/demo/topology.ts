@@ -2,7 +2,7 @@
 // every zone pointing at one loopback backend. compileConfig validates it like any config file.
 import type { ConfigInput } from '../config/schema.ts';
 import type { DemoCertificate } from './certificate.ts';
-import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, DEFAULT_LISTEN_PORT } from '../config/defaults.ts';
+import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT, DEFAULT_LISTEN_PORT, DEFAULT_PROBE_PORT } from '../config/defaults.ts';
 
 export interface SeedRegion {
   readonly place: string;
@@ -33,6 +33,8 @@ export interface DemoPorts {
   readonly adminPort?: number;
   /** The HTTPS listener's port, default 8443; 0 picks a free port (tests). */
   readonly httpsPort?: number;
+  /** The probe listener's port (/readyz and /healthz only), default 8081; 0 picks a free port (tests). */
+  readonly probePort?: number;
 }
 
 /** The demo's HTTPS port by default. */
@@ -53,6 +55,8 @@ export function demoConfig(origins: DemoOrigins, ports: DemoPorts = {}, certific
     ],
     tls: { certificates: certificate === null ? [] : [certificate] },
     admin: { host: DEFAULT_ADMIN_HOST, port: ports.adminPort ?? DEFAULT_ADMIN_PORT },
+    // What a GeoDNS checker would poll in production, on loopback here like everything else of the demo.
+    probe: { host: DEMO_LISTEN_HOST, port: ports.probePort ?? DEFAULT_PROBE_PORT },
     // Loopback stands in for a trusted load balancer, so `curl -H 'X-Forwarded-For: …'` plays any client.
     geo: { trustedProxies: ['127.0.0.0/8', '::1'] },
     regions,
