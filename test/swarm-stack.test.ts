@@ -131,6 +131,19 @@ function rawMeridianConfig(stack: Doc): Doc {
 
 const LOOPBACK = /^(127\.|::1$|localhost$)/;
 
+/** The Dockerfile's `USER node`: uid and gid 1000 in the node images. */
+const IMAGE_UID = 1000;
+
+/** Whether the image's user can read a mounted secret: Swarm makes it uid 0, gid 0, mode 0444 unless told otherwise. */
+function readableByImageUser(ref: unknown): boolean {
+  if (typeof ref === 'string') return true;
+  const long = ref as Doc;
+  const mode = long.mode === undefined ? 0o444 : Number(long.mode);
+  const uid = long.uid === undefined ? 0 : Number(long.uid);
+  const gid = long.gid === undefined ? 0 : Number(long.gid);
+  return (uid === IMAGE_UID && (mode & 0o400) !== 0) || (gid === IMAGE_UID && (mode & 0o040) !== 0) || (mode & 0o004) !== 0;
+}
+
 // ---- The checks, for each view of the stack. ----
 
 function stackChecks(load: () => Doc): void {
@@ -207,7 +220,7 @@ function stackChecks(load: () => Doc): void {
     }
   });
 
-  test('every Meridian reads its certificate and key from Swarm secrets that the stack declares and never holds', () => {
+  test('every Meridian reads its certificate and key from Swarm secrets that the stack declares and never holds, readable by the image\'s user', () => {
     const stack = load();
     for (const [name, service] of meridianServices(stack)) {
       const { tls } = compiledFor(stack, service);
@@ -219,6 +232,9 @@ function stackChecks(load: () => Doc): void {
           expect(secret, `${name}: ${file} is a mounted secret`).toBeDefined();
           // External: created with `docker secret create`, so no key material sits in this repository.
           expect(stack.secrets?.[secret!.source]?.external, `top-level secrets.${secret!.source} is external`).toBe(true);
+          // Meridian runs as the image's user, not root: a secret only root may read stops it at start.
+          const ref = (service.secrets as unknown[]).find((r) => (typeof r === 'string' ? r : (r as Doc).source) === secret!.source);
+          expect(readableByImageUser(ref), `${name}: ${file} is readable by uid ${IMAGE_UID}`).toBe(true);
         }
       }
     }
