@@ -2,6 +2,7 @@
 // token, and nothing else of the admin plane (metrics, status, route, reload, dashboard).
 import { afterEach, expect, test } from 'vitest';
 import { request } from 'node:http';
+import { compileConfig } from '../src/config/compile.ts';
 import { send, startProxy, startUpstream, until, json, type RunningProxy, type Reply } from './support/harness.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -67,4 +68,11 @@ test('without a probe section there is no probe listener', async () => {
   const proxy = await startProxy([upstream.origin]);
   cleanup.push(() => proxy.shutdown());
   expect(proxy.meridian.probeAddress).toBeNull();
+});
+
+test('an empty probe section is publishable as it stands (all interfaces, 8081) while the admin port stays on loopback', () => {
+  const regions = { 'us-east': { location: 'aws:us-east-1', zones: { 'az-1': { endpoints: ['http://10.2.1.10'] } } } };
+  const config = compileConfig({ self: { region: 'us-east', zone: 'az-1' }, regions, probe: {} }, {}, 'test');
+  expect(config.probe).toEqual({ host: '0.0.0.0', port: 8081 });
+  expect(config.admin.host).toBe('127.0.0.1');
 });
