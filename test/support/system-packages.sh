@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `npm test` runs this first: the tests drive real Debian programs (Chromium for the dashboard, Prometheus and
-# promtool for the metrics, openssl to make certificates, HAProxy to send the PROXY protocol). As root on Debian it installs whatever is missing; anywhere else it names what to
-# install and stops, rather than letting those tests fail one by one.
+# `npm test` runs this first: the tests drive real programs (Chromium for the dashboard, Prometheus and promtool for
+# the metrics, openssl to make certificates, HAProxy to send the PROXY protocol). As root on Debian it installs
+# whatever is missing; anywhere else it names what to install and stops, rather than letting those tests fail one by
+# one. The names below are Debian's package names.
 set -euo pipefail
 need=()
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
@@ -9,11 +10,23 @@ need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [[ -x /usr/sbin/haproxy ]] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 ((${#need[@]} == 0)) && exit 0
-if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-  echo "pretest: installing ${need[*]} from Debian's packages (the tests drive them for real)" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  exit 0
+if command -v apt-get >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]]; then
+    echo "pretest: installing ${need[*]} from Debian's packages (the tests drive them for real)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    exit 0
+  fi
+  echo "pretest: the tests drive ${need[*]} for real; install them first: sudo apt-get install --no-install-recommends ${need[*]}" >&2
+  exit 1
 fi
-echo "pretest: the tests drive ${need[*]} for real; install them first: sudo apt-get install --no-install-recommends ${need[*]}" >&2
+# Not Debian: say which programs, and where the tests look for them.
+declare -A where=(
+  [chromium]='Chromium at /usr/bin/chromium (the dashboard test starts that path)'
+  [prometheus]='prometheus and promtool on PATH'
+  [openssl]='openssl on PATH'
+  [haproxy]='haproxy on PATH or at /usr/sbin/haproxy'
+)
+echo "pretest: the tests drive these programs for real; install them first:" >&2
+for name in "${need[@]}"; do echo "  - ${where[$name]}" >&2; done
 exit 1
