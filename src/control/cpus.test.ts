@@ -75,6 +75,21 @@ describe('cpusFromCgroup', () => {
   });
 });
 
+describe('usableCpus', () => {
+  const files = (entries: Record<string, string>) => (path: string) => entries[path] ?? null;
+
+  test('a container limited to 2 CPUs on a 64-core host gets 2 threads; 1.5 CPUs get 2, half a CPU gets 1', () => {
+    expect(usableCpus(files({ [CGROUP_V2_CPU_MAX]: '200000 100000\n' }), 64)).toBe(2);
+    expect(usableCpus(files({ [CGROUP_V2_CPU_MAX]: '150000 100000\n' }), 64)).toBe(2);
+    expect(usableCpus(files({ [CGROUP_V1_CFS_QUOTA]: '50000\n', [CGROUP_V1_CFS_PERIOD]: '100000\n' }), 64)).toBe(1);
+  });
+
+  test('without a quota, the CPUs node may run on (its affinity mask)', () => {
+    expect(usableCpus(files({ [CGROUP_V2_CPU_MAX]: 'max 100000\n' }), 6)).toBe(6);
+    expect(usableCpus(files({}), 3)).toBe(3);
+  });
+});
+
 describe('on this machine', () => {
   test('usableCpus is at least 1 and at most what node counts', () => {
     const cpus = usableCpus();

@@ -52,10 +52,10 @@ export function cpusFromCgroup(read: (path: string) => string | null, available:
  * gives 1. Taking the smaller of the two never starts more threads than Node itself counts.
  *
  * The files are read synchronously: this runs once at startup, before any listener exists, so nothing waits on the
- * event loop meanwhile.
+ * event loop meanwhile. Tests pass their own `read` and `available` to play a host with a quota.
  */
-export function usableCpus(): number {
-  return cpusFromCgroup(readOrNull, availableParallelism());
+export function usableCpus(read: (path: string) => string | null = readOrNull, available = availableParallelism()): number {
+  return cpusFromCgroup(read, available);
 }
 
 /** The number of data-plane threads a `workers` setting asks for. */

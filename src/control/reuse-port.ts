@@ -3,7 +3,7 @@
 import { createServer, type AddressInfo, type Server } from 'node:net';
 
 /** Binds two listeners with `reusePort` to one loopback port; true when the second one succeeds. */
-async function reusePortWorks(): Promise<boolean> {
+export async function reusePortWorks(): Promise<boolean> {
   const first = createServer();
   const second = createServer();
   try {
@@ -30,10 +30,11 @@ function listen(server: Server, port: number): Promise<void> {
 
 /**
  * The data-plane threads to run for a `workers` setting. More than one needs a shared port; without one, a single
- * thread serves, and the operator is told why.
+ * thread serves, and the operator is told why. `canSharePort` is the check, replaceable where a test must play a
+ * system without SO_REUSEPORT.
  */
-export async function chooseWorkerCount(wanted: number): Promise<number> {
-  if (wanted <= 1 || (await reusePortWorks())) return Math.max(1, wanted);
+export async function chooseWorkerCount(wanted: number, canSharePort: () => Promise<boolean> = reusePortWorks): Promise<number> {
+  if (wanted <= 1 || (await canSharePort())) return Math.max(1, wanted);
   console.error(`meridian: this system cannot share a port among listeners (SO_REUSEPORT), so one data-plane thread serves instead of ${wanted}`);
   return 1;
 }
