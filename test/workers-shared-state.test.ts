@@ -6,8 +6,9 @@
 // The kernel hashes each new connection to one worker's listener. Where a test needs a known split, it opens idle
 // connections first and reads off /status which worker accepted each (the slot whose open connections grew), so no
 // request is spent finding out and the split does not depend on luck.
-import { afterEach, describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test, vi } from 'vitest';
 import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import { connect, type Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { json, parseRawResponse, send, startProxy, startUpstream, until, type Handler, type Overrides, type RawResponse, type RunningProxy, type Upstream } from './support/harness.ts';
@@ -20,6 +21,7 @@ const sockets: Socket[] = [];
 /** Answers the upstreams still hold, so nothing waits on them at teardown. */
 const releases: (() => void)[] = [];
 afterEach(async () => {
+  vi.restoreAllMocks();
   for (const release of releases.splice(0)) release();
   for (const socket of sockets.splice(0)) socket.destroy();
   await Promise.all(proxies.splice(0).map((p) => p.shutdown()));
@@ -187,6 +189,47 @@ describe('two workers, one process', () => {
     expect(served.reduce((a, b) => a + b, 0)).toBe(REQUESTS);
 
     await until(async () => (await metric(p, 'meridian_open_connections'))['{kind="http"}'] === 0, 'no open HTTP connection once the clients closed');
+  });
+
+  test('nothing crosses between the threads per request: 400 exchanges, each failing over once, take no message either way', async () => {
+    const failing = await upstream((req, res) => {
+      req.resume();
+      res.writeHead(503).end('failing');
+    });
+    const origin = await upstream((req, res) => {
+      req.resume();
+      res.end('ok');
+    });
+    // Every GET fails once, is counted as a passive failure, retries and is served: the per-request work of both the
+    // success and the failure path, with the budget and the threshold out of reach so every exchange does all of it.
+    const p = await proxy([failing.origin, origin.origin], {
+      retries: { budgetPercent: 100, minConcurrency: 100 },
+      outlierDetection: { consecutiveFailures: 1_000_000 },
+    });
+    const before = (await threads(p)).map((t) => t.requests);
+
+    // Every message between the control plane and a worker passes through its Worker object on this thread.
+    const fromWorkers = vi.spyOn(Worker.prototype, 'emit');
+    const toWorkers = vi.spyOn(Worker.prototype, 'postMessage');
+    const started = performance.now();
+    const REQUESTS = 400;
+    for (let batch = 0; batch < REQUESTS / 50; batch++) {
+      const replies = await Promise.all(Array.from({ length: 50 }, () => send(p.port)));
+      expect(replies.map((r) => r.body.toString())).toEqual(Array(50).fill('ok'));
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const received = fromWorkers.mock.calls.filter(([event]) => event === 'message').map(([, message]) => (message as { kind: string }).kind);
+    const posted = toWorkers.mock.calls.map(([message]) => (message as { kind: string }).kind);
+    vi.restoreAllMocks();
+
+    expect(failing.requests).toBe(REQUESTS);
+    const served = (await threads(p)).map((t, slot) => t.requests - before[slot]);
+    expect(served.every((n) => n > 0), `requests per worker: ${served.join(' / ')}`).toBe(true);
+    // The watchdog's ping to each worker about once a second, and its answer: nothing else, and nothing that grows
+    // with the requests.
+    expect(received.filter((kind) => kind !== 'pong')).toEqual([]);
+    expect(posted.filter((kind) => kind !== 'ping')).toEqual([]);
+    expect(received.length, `${received.length} messages in ${seconds.toFixed(1)} s`).toBeLessThanOrEqual(WORKERS * (Math.ceil(seconds) + 1));
   });
 
   test('passive ejection is decided once for the process and obeyed by both workers', async () => {
