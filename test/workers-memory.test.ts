@@ -140,4 +140,8 @@ test('the bundled geo databases are resident once, whether one thread or two or 
   expect(one.databases).toBeLessThan(1.25 * databaseMiB);
   // A copy per worker would add the whole size (or more) for each worker; sharing adds next to nothing.
   for (const { workers, databases } of runs.slice(1)) expect(databases - one.databases, `workers ${workers}`).toBeLessThan(databaseMiB / 2);
+  // The plain reading: two workers instead of one thread cost two threads' own memory, well under one more copy of
+  // the databases, which a copy per worker would add twice over.
+  const two = runs.find((r) => r.workers === 2)!;
+  expect(two.bundled - one.bundled, 'RSS(workers 2) − RSS(workers 1), MiB').toBeLessThan(databaseMiB);
 });
