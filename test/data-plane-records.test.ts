@@ -111,6 +111,8 @@ describe('exchange records', () => {
     expect(record.durationMs).toBeGreaterThanOrEqual(record.upstreamHeadersMs);
     expect(record.startedAt).toBeGreaterThanOrEqual(before - 1);
     expect(record.startedAt).toBeLessThanOrEqual(Date.now());
+    // Plain data all through: no request, response, socket or exchange rides along, so it clones as it is.
+    expect(structuredClone(record)).toEqual(record);
   });
 
   test('failed over: the endpoint that served, the one that failed before it and why, and a failover record', async () => {
