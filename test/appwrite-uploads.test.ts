@@ -40,9 +40,9 @@ afterAll(() => geo.remove());
  */
 function landedWhollyIn(backend: AppwriteBackend, project: string, fileId: string, region: RegionName, bytes: Buffer): string[] {
   const problems: string[] = [];
-  const regions = backend.regionsOf(fileId);
+  const regions = backend.regionsOf(fileId, project);
   if (regions.join() !== region) problems.push(`chunks reached ${regions.join(', ') || 'no region'}, not only ${region}`);
-  const chunks = backend.chunksOf(fileId);
+  const chunks = backend.chunksOf(fileId, project);
   const expected = Math.ceil(bytes.length / CHUNK_SIZE);
   const stored = chunks.filter((c) => c.region === region && c.status === 201).map((c) => c.chunk);
   if (new Set(stored).size !== expected) problems.push(`${region} stored chunks ${stored.join(', ')} of ${expected}`);
@@ -125,17 +125,19 @@ describe('two projects with different home regions, uploading at once from one a
     await backend?.close();
   });
 
-  it('keeps each upload whole in its project’s home region, over 20 rounds of two uploads to the same bucket path', async () => {
+  it('keeps each upload whole in its project’s home region, over 20 rounds of two uploads to the same bucket path and file id', async () => {
     // One server (New York, nearest us-east, neither project's home) uploads to the same bucket name in both projects
-    // at once. Each upload's first chunk goes to its project's home; a later chunk that followed the other upload's
-    // first chunk would reach a region that never saw its upload and get a 404. Pins keyed by (client IP, path) did
-    // exactly that in most rounds (issue 11); pins keyed by (project, upload id) cannot confuse the two uploads.
+    // at once, under the same file id (an app naming files itself, say by user). Each upload's first chunk goes to its
+    // project's home; a later chunk that followed the other upload's first chunk would reach a region that never saw
+    // its upload and get a 404. Pins keyed by (client IP, path) did exactly that, and pins keyed by the id alone would
+    // too; pins keyed by (project, upload id) cannot confuse the two uploads.
     const ip = PLACES.newYork.ip;
     const size = 2 * CHUNK_SIZE + 1024 * 1024;
     const clients = { p1: appwriteStorage(front.endpoint, 'p1', ip).storage, p2: appwriteStorage(front.endpoint, 'p2', ip).storage };
     const failures: string[] = [];
     for (let round = 0; round < 20; round++) {
-      const uploads = (['p1', 'p2'] as const).map((project, i) => ({ project, fileId: ID.unique(), bytes: patternBytes(size, 100 * round + i) }));
+      const fileId = ID.unique();
+      const uploads = (['p1', 'p2'] as const).map((project, i) => ({ project, fileId, bytes: patternBytes(size, 100 * round + i) }));
       const settled = await Promise.allSettled(
         uploads.map(({ project, fileId, bytes }) =>
           clients[project].createFile({ bucketId: BUCKET, fileId, file: InputFile.fromBuffer(bytes, `${fileId}.bin`) }),
@@ -332,6 +334,8 @@ describe('two Meridian instances, with the SDK’s requests alternating between 
     expect(elsewhere.every((c) => c.region === nearest && c.status === 404 && c.type === 'storage_file_not_found')).toBe(true);
     expect(backend.regions[nearest].file('p1', BUCKET, fileId)).toBeUndefined();
     expect(await metricValue(fronts[1].adminPort, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBeGreaterThanOrEqual(1);
+    // A took the first chunk and read the upload's id from its answer: its later chunk went straight to eu-south.
+    expect(await metricValue(fronts[0].adminPort, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBe(0);
   }, 30_000);
 });
 

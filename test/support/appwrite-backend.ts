@@ -195,10 +195,10 @@ export interface AppwriteBackend {
    * Set it to undefined to stop.
    */
   onChunkHead: ((head: ChunkHead, req: IncomingMessage) => void | Promise<void>) | undefined;
-  /** Every upload request for this id, from every region, in the order they completed. */
-  chunksOf(fileId: string): ChunkRecord[];
-  /** The regions whose zones saw any upload request for this id, whatever they answered. */
-  regionsOf(fileId: string): RegionName[];
+  /** Every upload request for this id (of `project` only, if given), from every region, in the order they completed. */
+  chunksOf(fileId: string, project?: string): ChunkRecord[];
+  /** The regions whose zones saw any upload request for this id (of `project` only, if given), whatever they answered. */
+  regionsOf(fileId: string, project?: string): RegionName[];
   /** Meridian's `regions` section for these zones: each zone one endpoint. */
   regionsConfig(): Record<string, unknown>;
   close(): Promise<void>;
@@ -218,8 +218,8 @@ export async function startAppwriteBackend(): Promise<AppwriteBackend> {
     },
     restart: (region, zone) => zones[`${region}/${zone}`].restart(),
     onChunkHead: undefined,
-    chunksOf: (fileId) => REGION_NAMES.flatMap((r) => regions[r].chunks.filter((c) => c.fileId === fileId)),
-    regionsOf: (fileId) => REGION_NAMES.filter((r) => regions[r].chunks.some((c) => c.fileId === fileId)),
+    chunksOf: (fileId, project) => REGION_NAMES.flatMap((r) => regions[r].chunks.filter((c) => c.fileId === fileId && (project === undefined || c.project === project))),
+    regionsOf: (fileId, project) => REGION_NAMES.filter((r) => regions[r].chunks.some((c) => c.fileId === fileId && (project === undefined || c.project === project))),
     regionsConfig: () =>
       Object.fromEntries(
         REGION_NAMES.map((region) => [
