@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GeoDatabaseError, openGeoDatabase } from '../src/geo/database.ts';
-import { json, send, startProxy, startUpstream, until } from './support/harness.ts';
+import { loadConfigFile } from '../src/config/load.ts';
+import { startMeridian } from '../src/main.ts';
+import { json, rawConfig, send, startProxy, startUpstream, until } from './support/harness.ts';
 import type { RunningProxy, Upstream } from './support/harness.ts';
 import { double, writeMmdb } from './support/mmdb-writer.ts';
 import type { MmdbValue } from './support/mmdb-writer.ts';
@@ -72,6 +74,37 @@ if (hasReferenceGeoData()) {
       expect(line).toContain('location.latitude of 81.2.69.142 decodes to 1.79e-52, not a coordinate');
       expect(await located(adminPort, '81.2.69.142')).toEqual({ lat: 51.5142, lon: -0.0931, country: 'GB', continent: 'EU' });
       expect(await located(adminPort, '89.160.20.112')).toEqual({ lat: 58.4167, lon: 15.6167, country: 'SE', continent: 'EU' });
+    });
+
+    it('Meridian does not start on the broken-double file', async () => {
+      const broken = referenceGeoFile('GeoIP2-City-Test-Broken-Double-Format.mmdb');
+      // Should it start after all, it is shut down like any other.
+      const started = startProxy([upstream.origin], { geo: { databases: [broken] } }).then((proxy) => void running.push(proxy));
+      await expect(started).rejects.toThrow(`geo database ${broken}: location.latitude of 81.2.69.142 decodes to 1.79e-52, not a coordinate`);
+    });
+
+    it('a config reload that names the broken-double file is rejected whole, and the good database keeps serving', async () => {
+      const folder = await mkdtemp(join(dir, 'config-reload-'));
+      const good = join(folder, 'GeoIP2-City.mmdb');
+      await copyFile(referenceGeoFile('GeoIP2-City-Test.mmdb'), good);
+      const configPath = join(folder, 'meridian.json');
+      const write = (databases: string[], forwardedFor: string) =>
+        writeFile(configPath, JSON.stringify(rawConfig([upstream.origin], { geo: { databases }, headers: { forwardedFor } })));
+      await write([good], 'overwrite');
+      const meridian = await startMeridian(await loadConfigFile(configPath, {}), { configPath });
+      running.push({ shutdown: () => meridian.shutdown() } as RunningProxy);
+      vi.spyOn(console, 'error').mockImplementation(() => {});
+      const broken = referenceGeoFile('GeoIP2-City-Test-Broken-Double-Format.mmdb');
+      // Another field changes with it: a rejected reload applies none of it.
+      await write([broken], 'append');
+      const result = await meridian.runtime.reload();
+      expect(result.ok).toBe(false);
+      expect(result.ok ? [] : result.problems).toEqual([
+        { path: 'geo.databases[0]', message: `geo database ${broken}: location.latitude of 81.2.69.142 decodes to 1.79e-52, not a coordinate` },
+      ]);
+      const adminPort = meridian.adminAddress.port;
+      expect(await located(adminPort, '81.2.69.142')).toEqual({ lat: 51.5142, lon: -0.0931, country: 'GB', continent: 'EU' });
+      expect(json(await send(adminPort, { path: '/status' })).config).toMatchObject({ version: 1 });
     });
   });
 }
