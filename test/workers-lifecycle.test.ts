@@ -354,6 +354,55 @@ describe('reloads reach every worker', () => {
   });
 });
 
+describe('in-flight requests keep their snapshot', () => {
+  test('a request held on each worker across a reload that removed its next endpoint retries to the endpoint its own snapshot named', async () => {
+    const held: ServerResponse[] = [];
+    const local = await upstream('local', held);
+    const near = await upstream('near');
+    const far = await upstream('far');
+    // Three regions at growing distance: a failed request in the local one goes to near, then far.
+    const places = { local: { location: [50.11, 8.68], origin: local.origin }, near: { location: [50.11, 13.68], origin: near.origin }, far: { location: [50.11, 18.68], origin: far.origin } } as const;
+    const list = (names: readonly (keyof typeof places)[]) => regions(names.map((name) => ({ name, location: [...places[name].location] as [number, number], origin: places[name].origin })));
+    const config = (extra: Record<string, unknown>) => ({
+      ...base,
+      self: { region: 'local', zone: 'az-1' },
+      regions: list(['local', 'near', 'far']),
+      outlierDetection: { consecutiveFailures: 100 },
+      ...extra,
+    });
+    const { meridian, write } = await startFromFile(config);
+    const m = admin(meridian);
+
+    // Slow requests on fresh connections until each worker holds one at the local endpoint.
+    const inFlight: Promise<Reply>[] = [];
+    const holding = new Set<number>();
+    for (let attempt = 0; attempt < 30 && holding.size < 2; attempt++) {
+      const counts = await m.requests();
+      const reply = send(meridian.proxyAddress.port, { path: '/slow' });
+      reply.catch(() => {});
+      inFlight.push(reply);
+      await until(() => held.length === inFlight.length, 'the slow request at the local endpoint');
+      holding.add(grown(counts, await m.requests())[0]);
+    }
+    expect([...holding].sort()).toEqual([0, 1]);
+
+    // near leaves the config (far is now next after local), and routing headers show which snapshot served.
+    await write({ regions: list(['local', 'far']), headers: { routingHeaders: true } });
+    expect(json(await m.reload())).toMatchObject({ ok: true, version: 2 });
+    const fresh = await onFresh(meridian, FRESH);
+    expect(fresh.slots).toEqual([0, 1]);
+    expect(fresh.replies.map((r) => [r.status, r.headers['x-meridian-region']])).toEqual(Array(FRESH).fill([200, 'local']));
+
+    // The held requests' connections to local are cut before any answer: each retries, on its own snapshot, to near.
+    const before = { near: near.requests, far: far.requests };
+    for (const res of held.splice(0, inFlight.length)) res.socket!.destroy();
+    const replies = await Promise.all(inFlight);
+    expect(replies.map((r) => [r.status, r.body.toString()])).toEqual(Array(inFlight.length).fill([200, 'near']));
+    expect(near.requests - before.near).toBe(inFlight.length);
+    expect(far.requests).toBe(before.far);
+  });
+});
+
 describe('shutdown drains every worker', () => {
   test('requests held on both workers finish with 200 while new connections are refused, and the workers end', async () => {
     const held: ServerResponse[] = [];
