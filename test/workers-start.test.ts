@@ -46,14 +46,14 @@ test('a config that names no worker count starts one data-plane thread per CPU t
   expect((await send(meridian.proxyAddress.port)).body.toString()).toBe('ok');
 });
 
-/** `meridian start --config FILE` as a child process, with what it printed so far. */
-async function meridianStart(configText: string): Promise<{ child: ChildProcess; output: () => { stdout: string; stderr: string }; proxyPort: number; adminPort: number }> {
+/** `meridian start --config FILE` as a child process, with what it printed so far; `nodeArgs` go to node first. */
+async function meridianStart(configText: string, nodeArgs: readonly string[] = []): Promise<{ child: ChildProcess; output: () => { stdout: string; stderr: string }; proxyPort: number; adminPort: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'meridian-workers-start-'));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'meridian.yaml');
   await writeFile(file, configText);
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('MERIDIAN_')));
-  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, CLI, 'start', '--config', file], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   cleanups.push(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -70,6 +70,39 @@ async function meridianStart(configText: string): Promise<{ child: ChildProcess;
   return { child, output: () => ({ stdout, stderr }), proxyPort: Number(proxyPort), adminPort: Number(adminPort) };
 }
 
+function twoWorkerConfig(origin: string): string {
+  return `self: { region: local, zone: az-1 }
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+health: { interval: 1h }
+workers: 2
+regions:
+  local:
+    location: [50.11, 8.68]
+    zones:
+      az-1: { endpoints: ['${origin}'] }
+shutdown: { drainDelay: 0s, drainTimeout: 10s }
+`;
+}
+
+test('an uncaught exception on the control plane takes the whole process down, workers and listeners with it', async () => {
+  const upstream = await startUpstream((_req, res) => res.end('ok'));
+  cleanups.push(() => upstream.close());
+  // A stand-in for a bug on the main thread: SIGUSR2 throws there, outside any handler Meridian has.
+  const crash = `data:text/javascript,process.on('SIGUSR2', () => { throw new Error('control plane bug'); });`;
+  const { child, output, proxyPort, adminPort } = await meridianStart(twoWorkerConfig(upstream.origin), ['--import', crash]);
+  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+  expect((await workersOf(adminPort)).mode).toBe('workers');
+  expect((await send(proxyPort)).status).toBe(200);
+
+  child.kill('SIGUSR2');
+  const [code] = await Promise.race([exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('meridian still runs 10 s after the exception')), 10_000).unref())]);
+  expect(code).not.toBe(0);
+  expect(output().stderr).toContain('control plane bug');
+  // No worker outlived it: the port the workers shared takes no connection.
+  await expect(send(proxyPort)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+});
+
 test('SIGTERM to meridian start drains both workers: requests each one holds finish with 200, new connections are refused, and it exits 0', async () => {
   const held: ServerResponse[] = [];
   const upstream: Upstream = await startUpstream((req, res) => {
@@ -80,18 +113,7 @@ test('SIGTERM to meridian start drains both workers: requests each one holds fin
   cleanups.push(async () => {
     for (const res of held) res.end();
   });
-  const { child, output, proxyPort, adminPort } = await meridianStart(`self: { region: local, zone: az-1 }
-listen: { host: 127.0.0.1, port: 0 }
-admin: { host: 127.0.0.1, port: 0 }
-health: { interval: 1h }
-workers: 2
-regions:
-  local:
-    location: [50.11, 8.68]
-    zones:
-      az-1: { endpoints: ['${upstream.origin}'] }
-shutdown: { drainDelay: 0s, drainTimeout: 10s }
-`);
+  const { child, output, proxyPort, adminPort } = await meridianStart(twoWorkerConfig(upstream.origin));
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
   expect((await workersOf(adminPort)).mode).toBe('workers');
 
