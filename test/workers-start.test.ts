@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { compileConfig } from '../src/config/compile.ts';
 import { usableCpus } from '../src/control/cpus.ts';
+import { startDemo } from '../src/demo/run.ts';
 import { startMeridian, type Meridian } from '../src/main.ts';
 import { json, rawConfig, send, startUpstream, until, type Reply, type Upstream } from './support/harness.ts';
 
@@ -44,6 +45,17 @@ test('a config that names no worker count starts one data-plane thread per CPU t
   const { mode, threads } = await workersOf(meridian.adminAddress.port);
   expect({ mode, threads: threads.length }).toEqual({ mode: cpus > 1 ? 'workers' : 'in-process', threads: cpus });
   expect((await send(meridian.proxyAddress.port)).body.toString()).toBe('ok');
+});
+
+test('the demo runs as shipped: workers: auto, one data-plane thread per usable CPU', async () => {
+  const demo = await startDemo({ listenPort: 0, adminPort: 0, httpsPort: 0, probePort: 0 });
+  cleanups.push(() => demo.stop());
+  expect(demo.config.workers).toBe('auto');
+  const cpus = usableCpus();
+  const { mode, threads } = demo.meridian.runtime.workers();
+  expect({ mode, threads: threads.length }).toEqual({ mode: cpus > 1 ? 'workers' : 'in-process', threads: cpus });
+  const res = await fetch(`http://127.0.0.1:${demo.meridian.proxyAddress.port}/v1/health/version`);
+  expect([res.status, res.headers.get('x-meridian-region')]).toEqual([200, 'us-east']);
 });
 
 /** `meridian start --config FILE` as a child process, with what it printed so far; `nodeArgs` go to node first. */
