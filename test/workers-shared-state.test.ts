@@ -232,6 +232,37 @@ describe('two workers, one process', () => {
     expect(received.length, `${received.length} messages in ${seconds.toFixed(1)} s`).toBeLessThanOrEqual(WORKERS * (Math.ceil(seconds) + 1));
   });
 
+  test('a scrape has the same series with one thread or two workers, and the same request counts for the same traffic', async () => {
+    const origin = await upstream((req, res) => {
+      req.resume();
+      res.writeHead(req.url === '/missing' ? 404 : 200).end('ok');
+    });
+    /** Every `meridian_*` sample of a scrape after the same mix: 30 GETs, 10 POSTs, 10 GETs answered 404. */
+    const afterTraffic = async (p: RunningProxy): Promise<string> => {
+      for (let batch = 0; batch < 5; batch++) {
+        await Promise.all([
+          ...Array.from({ length: 6 }, () => send(p.port)),
+          ...Array.from({ length: 2 }, () => send(p.port, { method: 'POST', body: 'x' })),
+          ...Array.from({ length: 2 }, () => send(p.port, { path: '/missing' })),
+        ]);
+      }
+      await until(async () => sum(await metric(p, 'meridian_requests_total')) === 50, 'the scrape to count every request');
+      return (await send(p.adminPort, { path: '/metrics' })).body.toString();
+    };
+    const one = await startProxy([origin.origin]);
+    proxies.push(one);
+    const two = await proxy([origin.origin]);
+    const [single, workers] = [await afterTraffic(one), await afterTraffic(two)];
+    expect(json(await send(one.adminPort, { path: '/status' })).workers).toMatchObject({ mode: 'in-process' });
+    expect((await threads(two)).every((t) => t.requests > 0)).toBe(true);
+
+    // Series are compared by name and labels; the endpoint label is the same upstream in both.
+    const series = (body: string): string[] => body.split('\n').filter((line) => line.startsWith('meridian_')).map((line) => line.slice(0, line.lastIndexOf(' '))).sort();
+    expect(series(workers)).toEqual(series(single));
+    const counts = (body: string): string[] => body.split('\n').filter((line) => line.startsWith('meridian_requests_total'));
+    expect(counts(workers).sort()).toEqual(counts(single).sort());
+  });
+
   test('passive ejection is decided once for the process and obeyed by both workers', async () => {
     const local = await upstream((req, res) => {
       req.resume();
