@@ -213,6 +213,18 @@ describe('a reload names what waits for a restart', () => {
   });
 });
 
+describe('a reload names what waits for a restart, admin listener too', () => {
+  test('a changed admin address and handshake timeout are named, and the admin API stays where it was', async () => {
+    const m = await start();
+    await m.write({ admin: { host: '127.0.0.1', port: 1 }, timeouts: { handshake: '3s' } });
+    const reply = await m.reload();
+    expect(json(reply)).toEqual({ ok: true, version: 2, restartRequired: ['timeouts.handshake', 'admin.port'] });
+    expect(log).toHaveBeenCalledWith('meridian: config reloaded (version 2); these fields change only after a restart: timeouts.handshake, admin.port');
+    // Answered on the port it started with.
+    expect((await m.status()).config).toEqual({ version: 2, restartRequired: ['timeouts.handshake', 'admin.port'] });
+  });
+});
+
 describe('a reload that cannot be built whole changes nothing', () => {
   test.each([
     ['an empty file', '', 'the config file is empty'],
@@ -300,5 +312,32 @@ describe('a reload that cannot be built whole changes nothing', () => {
     const after = await send(m.proxy, { headers: { 'x-forwarded-for': CLIENT_IP } });
     expect(after.body.toString()).toBe('america');
     expect(after.headers['x-meridian-region']).toBeUndefined();
+  });
+
+  test('an exception after the pools moved to the new endpoint list is rejected, and the old endpoints keep serving', async () => {
+    const m = await start();
+    await until(async () => (await m.status()).topology.regions.every((r) => r.zones.every((z) => z.endpoints.every((e) => e.lastProbe !== null))), 'the boot probes');
+    const replacement = await startUpstream((_req, res) => res.end('replacement'));
+    try {
+      // The registry takes the new list (retiring the old set, whose idle pools then close), and only then does the build fail.
+      const sync = UpstreamPools.prototype.sync;
+      vi.spyOn(UpstreamPools.prototype, 'sync').mockImplementationOnce(function (this: UpstreamPools, ...args: Parameters<typeof sync>) {
+        sync.apply(this, args);
+        throw new Error('injected failure after the pools moved');
+      });
+      const europe = { location: [59.33, 18.07], zones: { 'az-1': { endpoints: [replacement.origin] } } };
+      await m.write({ regions: { europe } });
+      const reply = await m.reload();
+      expect(reply.status).toBe(400);
+      expect(json(reply)).toEqual({ ok: false, problems: [{ path: '', message: expect.stringContaining('injected failure after the pools moved') }] });
+      // The old config serves on its own endpoint, whose pool the failed build had let go of.
+      for (let i = 0; i < 3; i++) {
+        const served = await send(m.proxy, { headers: { 'x-forwarded-for': CLIENT_IP } });
+        expect(served.body.toString()).toBe('europe');
+      }
+      expect(replacement.requests).toBe(0);
+    } finally {
+      await replacement.close();
+    }
   });
 });
