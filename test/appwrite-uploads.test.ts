@@ -3,13 +3,11 @@
 // reaches a region other than the one holding its upload gets Appwrite's 404 and the SDK throws, so an upload that
 // completes with every chunk recorded in one region is an upload Meridian kept together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { once } from 'node:events';
-import { Agent, createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { ID } from 'node-appwrite';
 import { InputFile } from 'node-appwrite/file';
 import { Client as WebClient, Realtime, type RealtimeResponseEvent } from 'appwrite';
-import { closeServer, metricValue, send, until } from './support/harness.ts';
+import { metricValue, send, until } from './support/harness.ts';
+import { startSplitter } from './support/splitter.ts';
 import {
   CHUNK_SIZE,
   PLACES,
@@ -226,51 +224,6 @@ describe('the zone receiving an upload dies while a chunk streams into it', () =
     for (const [name, zone] of Object.entries(backend.zones)) expect(zone.probes, name).toBe(probesBefore[name]);
   }, 30_000);
 });
-
-/**
- * A loopback HTTP proxy that sends each request to the next of `ports` in turn, whatever connection it came on (the
- * SDK's fetch keeps one connection alive for many requests, so splitting connections would not split an upload).
- * Headers and body pass through as they stream; `log` says which port each request went to.
- */
-async function startSplitter(ports: readonly number[]): Promise<{ readonly port: number; readonly log: SplitRecord[]; close(): Promise<void> }> {
-  const agent = new Agent({ keepAlive: true });
-  const log: SplitRecord[] = [];
-  let next = 0;
-  const server = createServer((req, res) => {
-    const to = next++ % ports.length;
-    const id = req.headers['x-appwrite-id'];
-    log.push({ to, method: req.method ?? '', uploadId: typeof id === 'string' ? id : undefined, contentRange: req.headers['content-range'] });
-    const headers = { ...req.headers };
-    for (const hop of ['connection', 'keep-alive']) delete headers[hop];
-    const upstream = request({ host: '127.0.0.1', port: ports[to], method: req.method, path: req.url, headers, agent }, (answer) => {
-      const back = { ...answer.headers };
-      for (const hop of ['connection', 'keep-alive', 'transfer-encoding']) delete back[hop];
-      res.writeHead(answer.statusCode ?? 502, back);
-      answer.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-  });
-  server.on('clientError', (_err, socket) => socket.destroy());
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    port: (server.address() as AddressInfo).port,
-    log,
-    close: async () => {
-      agent.destroy();
-      await closeServer(server);
-    },
-  };
-}
-
-interface SplitRecord {
-  /** Index into the splitter's ports. */
-  readonly to: number;
-  readonly method: string;
-  readonly uploadId: string | undefined;
-  readonly contentRange: string | undefined;
-}
 
 describe('two Meridian instances, with the SDK’s requests alternating between them', () => {
   let backend: AppwriteBackend;
