@@ -4,7 +4,7 @@
 import { afterEach, expect, test } from 'vitest';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { deadPort, parseRawResponse, startProxy, startUpstream, until, type RunningProxy } from './support/harness.ts';
+import { deadPort, parseRawResponse, send, startProxy, startUpstream, until, type RunningProxy } from './support/harness.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -14,14 +14,14 @@ afterEach(async () => {
 const DECLARED = 4 * 1024 * 1024;
 
 /** Starts an upload of DECLARED bytes, sends only the first 256 KiB, and waits for whatever the proxy does. */
-async function partialUpload(proxy: RunningProxy): Promise<{ received: () => Buffer; closed: Promise<unknown>; socket: Socket }> {
+async function partialUpload(proxy: RunningProxy, requestLine = 'PUT /v1/storage/buckets/b/files/f HTTP/1.1'): Promise<{ received: () => Buffer; closed: Promise<unknown>; socket: Socket }> {
   const socket = connect(proxy.port, '127.0.0.1');
   const chunks: Buffer[] = [];
   socket.on('data', (chunk: Buffer) => chunks.push(chunk));
   socket.on('error', () => {});
   cleanup.push(() => void socket.destroy());
   await once(socket, 'connect');
-  socket.write(`PUT /v1/storage/buckets/b/files/f HTTP/1.1\r\nHost: appwrite.test\r\nContent-Length: ${DECLARED}\r\n\r\n`);
+  socket.write(`${requestLine}\r\nHost: appwrite.test\r\nContent-Length: ${DECLARED}\r\n\r\n`);
   socket.write(Buffer.alloc(256 * 1024, 0x62));
   return { socket, received: () => Buffer.concat(chunks), closed: once(socket, 'close') };
 }
@@ -52,6 +52,38 @@ test("an upstream's early 413 is relayed with Connection: close and the connecti
   await until(() => client.received().includes('\r\n\r\n'), 'the answer head');
   const answer = parseRawResponse(client.received());
   expect(answer.status).toBe(413);
+  expect(answer.headers['connection']).toBe('close');
+  await client.closed;
+});
+
+test('OPTIONS * answered while its body is still arriving closes the connection', async () => {
+  const upstream = await startUpstream((_req, res) => res.end('never'));
+  cleanup.push(() => upstream.close());
+  const proxy = await startProxy([upstream.origin]);
+  cleanup.push(() => proxy.shutdown());
+  const client = await partialUpload(proxy, 'OPTIONS * HTTP/1.1');
+  await until(() => client.received().includes('\r\n\r\n'), 'the answer head');
+  const answer = parseRawResponse(client.received());
+  expect(answer.status).toBe(200);
+  expect(answer.headers['connection']).toBe('close');
+  await client.closed;
+  expect(upstream.requests).toBe(0);
+});
+
+test("a rate limit's 429 answered while the body is still arriving closes the connection", async () => {
+  const upstream = await startUpstream((req, res) => {
+    req.resume();
+    req.on('end', () => res.end('ok'));
+  });
+  cleanup.push(() => upstream.close());
+  const proxy = await startProxy([upstream.origin], { rateLimits: { rules: [{ name: 'api', rate: 0.001, burst: 1 }] } });
+  cleanup.push(() => proxy.shutdown());
+  // The one request the bucket allows.
+  expect((await send(proxy.port)).status).toBe(200);
+  const client = await partialUpload(proxy);
+  await until(() => client.received().includes('\r\n\r\n'), 'the answer head');
+  const answer = parseRawResponse(client.received());
+  expect(answer.status).toBe(429);
   expect(answer.headers['connection']).toBe('close');
   await client.closed;
 });
