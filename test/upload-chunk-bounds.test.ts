@@ -231,7 +231,8 @@ describe('pin discovery is bounded', () => {
     expect(reply.status).toBe(504);
     expect(w.backends['london-a'].requests).toBe(0);
     expect(elapsed).toBeGreaterThanOrEqual(250);
-    expect(elapsed).toBeLessThan(3_000);
+    // One response timeout and the 404 before it, with room for a busy machine; not another region's attempt.
+    expect(elapsed).toBeLessThan(5_000);
   });
 
   test('never leaves a strict fence: the regions outside it are not asked, even when the upload is there', async () => {
