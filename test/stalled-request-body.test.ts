@@ -41,14 +41,14 @@ async function world(overrides: Record<string, Record<string, unknown>> = {}): P
 }
 
 /** Send a head announcing `length` bytes and only the first `sent` of them, then go silent; collect the answer. */
-async function stall(port: number, length: number, sent: number): Promise<{ socket: Socket; received: () => Buffer; closed: Promise<unknown> }> {
+async function stall(port: number, length: number, sent: number, method = 'POST'): Promise<{ socket: Socket; received: () => Buffer; closed: Promise<unknown> }> {
   const socket = connect(port, '127.0.0.1');
   const chunks: Buffer[] = [];
   socket.on('data', (chunk: Buffer) => chunks.push(chunk));
   socket.on('error', () => {});
   cleanup.push(() => void socket.destroy());
   await once(socket, 'connect');
-  socket.write(`POST /v1/storage/buckets/b/files HTTP/1.1\r\nHost: appwrite.test\r\nContent-Type: application/octet-stream\r\nContent-Length: ${length}\r\n\r\n`);
+  socket.write(`${method} /v1/storage/buckets/b/files HTTP/1.1\r\nHost: appwrite.test\r\nContent-Type: application/octet-stream\r\nContent-Length: ${length}\r\n\r\n`);
   if (sent > 0) socket.write(Buffer.alloc(sent, 0x61));
   return { socket, received: () => Buffer.concat(chunks), closed: once(socket, 'close') };
 }
@@ -85,6 +85,19 @@ test('a client that stalls before sending any body byte is not retried elsewhere
   const client = await stall(proxy.port, 10_000, 0);
   await client.closed;
   expect(parseRawResponse(client.received()).status).toBe(408);
+  expect(fallback.requests).toBe(0);
+});
+
+test.each([
+  ['before any body byte', 0],
+  ['mid-way', 500],
+])('a PUT whose body is held for retries, stalled %s, is not replayed elsewhere', async (_when, sent) => {
+  // Held bodies (retries.bufferBodyBytes) may be replayed after an upstream's failure, never after the client's.
+  const { proxy, local, fallback } = await world({ retries: { bufferBodyBytes: 4096 } });
+  const client = await stall(proxy.port, 2_000, sent, 'PUT');
+  await client.closed;
+  expect(parseRawResponse(client.received()).status).toBe(408);
+  expect(local.requests).toBeLessThanOrEqual(1);
   expect(fallback.requests).toBe(0);
 });
 
