@@ -292,6 +292,26 @@ describe('client-address headers', () => {
     // The edge's own header names the client, so that is who Appwrite hears about.
     expect(seen(reply, 'x-forwarded-for')).toEqual(['198.51.100.7']);
   });
+
+  test('follow the same rule on a WebSocket handshake', async () => {
+    const handshake = [
+      'GET /v1/realtime?project=demo HTTP/1.1',
+      'Host: cloud.example.com',
+      'Connection: Upgrade',
+      'Upgrade: websocket',
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+      'Sec-WebSocket-Version: 13',
+      ...CLIENT_ADDRESS.map(([name, value]) => `${name}: ${value}`),
+    ];
+    const untrusted = await rawRequest(edge.port, handshake);
+    expect(untrusted.status).toBe(200);
+    for (const [name] of CLIENT_ADDRESS) expect(seen(untrusted, name.toLowerCase()), name).toEqual([]);
+    expect(seen(untrusted, 'x-forwarded-for')).toEqual(['127.0.0.1']);
+    const trusted = await rawRequest(edge.port, handshake, TRUSTED);
+    expect(seen(trusted, 'x-real-ip')).toEqual(['198.51.100.1']);
+    expect(seen(trusted, 'x-edge-client-ip')).toEqual(['198.51.100.7']);
+    expect(seen(trusted, 'x-forwarded-for')).toEqual(['198.51.100.7']);
+  });
 });
 
 describe('forwarding headers', () => {
