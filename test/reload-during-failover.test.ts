@@ -113,3 +113,15 @@ test('the pool of a removed endpoint closes once the last exchange that could us
   // Well before undici's keep-alive timeout (30 s) would have closed it.
   await until(() => pooled.closed, "near's pool to close", 2_000);
 });
+
+test('an exchange in flight on an endpoint the reload removed finishes there, and new requests use the new list', async () => {
+  const w = await world();
+  const reply = send(w.meridian.proxyAddress.port, { path: '/v1/account' });
+  const held = await until(() => w.held(), 'the local endpoint to hold the request');
+  await w.reloadTo([w.near.origin, w.far.origin]);
+  held.end('local');
+  const answer = await reply;
+  expect(answer.status).toBe(200);
+  expect(answer.body.toString()).toBe('local');
+  expect((await send(w.meridian.proxyAddress.port)).body.toString()).toBe('near');
+});
