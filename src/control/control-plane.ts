@@ -24,6 +24,7 @@ import { allocateBuckets, sameBuckets } from '../proxy/rate-limit.ts';
 import { AreaHomes, type PendingHome } from '../routing/area-homes.ts';
 import { costTerms, UNMEASURED } from '../routing/latency-cost.ts';
 import { RegionLatencyMeter } from './region-latency.ts';
+import { releaseMemory } from './release-memory.ts';
 
 /**
  * What serves the data plane: it takes each new snapshot whole. `plane` is built on this thread (the in-process data
@@ -72,6 +73,8 @@ export class ControlPlane {
   readonly #threads: number;
   /** Numbers each geo database list and pin table set the workers have been sent, so they rebuild only what changed. */
   readonly #generations = new WeakMap<object, number>();
+  /** The geo databases' generation in the last snapshot published. */
+  #geoPublished: number | undefined;
   #nextGeneration = 1;
   /** The config the process started with: restart-only fields are compared with it. */
   readonly #initial: MeridianConfig;
@@ -370,6 +373,10 @@ export class ControlPlane {
   #publish(plane: DataPlane): void {
     this.#plane = plane;
     this.#target?.publish(plane, this.snapshot());
+    // The databases just replaced are garbage on this thread now; each worker collects its own once it has swapped.
+    const geo = this.#generationOf(this.locator.open);
+    if (this.#geoPublished !== undefined && geo !== this.#geoPublished) setImmediate(releaseMemory);
+    this.#geoPublished = geo;
   }
 
   #generationOf(key: object): number {

@@ -31,6 +31,8 @@ export class WorkerPlanes {
   #geoGeneration: number;
   #pins: { readonly generation: number; readonly pins: UploadPins } | null = null;
   #rateBuckets: { readonly generation: number; readonly buckets: RateBuckets } | null = null;
+  /** Set when a build swapped the geo databases: the old ones are garbage here once that plane serves. */
+  geoReplaced = false;
   /** The router of the last snapshot built: the next one keeps its memo while no decision would change. */
   #router: GeoRouter | null = null;
 
@@ -55,6 +57,7 @@ export class WorkerPlanes {
     if (geo.generation !== this.#geoGeneration || geo.cacheSize !== this.locator.cache.max) {
       const databases = geo.generation === this.#geoGeneration ? this.locator.open : geo.databases.map(attachGeoDatabase);
       this.locator.prepare(databases, geo.cacheSize)();
+      this.geoReplaced ||= geo.generation !== this.#geoGeneration;
       this.#geoGeneration = geo.generation;
     }
     // Before the snapshot serves: the first record of a new zone must find its slots.

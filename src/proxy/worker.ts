@@ -8,7 +8,8 @@ import { ListenerStats } from '../observe/listener-stats.ts';
 import { buildConfig } from '../config/build.ts';
 import { WorkerPlanes } from './worker-plane.ts';
 import { startAccessLog } from '../observe/access-log.ts';
-import type { FromWorker, ToWorker, WorkerInit } from './snapshot.ts';
+import type { FromWorker, PlaneSnapshot, ToWorker, WorkerInit } from './snapshot.ts';
+import { releaseMemory } from '../control/release-memory.ts';
 
 const port = parentPort;
 if (port === null) throw new Error('src/proxy/worker.ts runs as a worker thread of the control plane');
@@ -17,6 +18,9 @@ const send = (message: FromWorker): void => port.postMessage(message);
 
 const planes = new WorkerPlanes(init, (tables, index, now) => send({ kind: 'threshold', tables, index, now }));
 const proxy = new ProxyServer(planes.build(init.snapshot));
+// workerData lives as long as the thread: holding the first snapshot would keep its geo databases resident after a
+// reload replaced them.
+(init as { snapshot: PlaneSnapshot | null }).snapshot = null;
 const started = buildConfig(init.started);
 const listeners = new Listeners(proxy, started.listen, started.timeouts.handshake, new ListenerStats(started.listen.length, init.listenerStats).row(init.slot));
 const accessLog = startAccessLog({ plane: () => proxy.plane });
@@ -36,6 +40,11 @@ port.on('message', (message: ToWorker) => {
       listeners.use(plane);
       // Subscribes or unsubscribes only when the new config turned the log on or off.
       accessLog.reconfigure();
+      if (planes.geoReplaced) {
+        // The replaced databases' memory returns only once every thread has collected its wrappers of it.
+        planes.geoReplaced = false;
+        setImmediate(releaseMemory);
+      }
       return;
     }
     case 'ping':
