@@ -88,6 +88,29 @@ describe('a chunk whose upstream dies while it streams', () => {
     expect(w.backends['home-a'].requests + w.backends['home-b'].requests).toBe(2);
   });
 
+  test('an unpinned later chunk whose region refuses every connect goes on to the next region: nothing reached the first', async () => {
+    const w = await start();
+    await w.backends['home-a'].kill();
+    await w.backends['home-b'].kill();
+    w.backends['far-a'].handler = accepts('far-a');
+    const body = randomBytes(2 * MiB);
+    const reply = await send(w.port, chunkRequest(body, 'upload-1'));
+    expect(reply.status).toBe(201);
+    expect(JSON.parse(reply.body.toString())).toMatchObject({ served: 'far-a', sha256: createHash('sha256').update(body).digest('hex') });
+  });
+
+  test('a pinned later chunk whose region refuses every connect stays there: its upload lives in that region', async () => {
+    const w = await start();
+    w.backends['home-a'].handler = accepts('home-a');
+    w.backends['far-a'].handler = accepts('far-a');
+    expect((await send(w.port, chunkRequest(randomBytes(64 * 1024)))).status).toBe(201);
+    await w.backends['home-a'].kill();
+    await w.backends['home-b'].kill();
+    const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'));
+    expect(reply.status).toBe(502);
+    expect(w.backends['far-a'].requests).toBe(0);
+  });
+
   test('a first chunk whose region fails goes on to the next region: its upload has no chunk anywhere yet', async () => {
     const w = await start();
     w.backends['home-a'].handler = diesAfter(64 * 1024);

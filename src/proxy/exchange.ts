@@ -122,6 +122,8 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
   #discovered = false;
   /** Set once a held later chunk went to a region: its retries stay there, where the upload's other chunks were written. */
   #regionLock: string | null = null;
+  /** Some attempt in the locked region got further than a refused connect: the region may hold the upload. */
+  #regionReached = false;
 
   constructor(plane: DataPlane, req: IncomingMessage, res: MeridianResponse, peerIp: string, requestId: string, startedAt: number) {
     this.plane = plane;
@@ -469,6 +471,14 @@ export class Exchange implements Dispatcher.DispatchHandler, RouteFacts, Forward
    */
   #mayRetry(kind: ProxyErrorKind): boolean {
     const { retries } = this.plane.config;
+    if (!kind.nothingSent) this.#regionReached = true;
+    else if (this.#regionLock !== null && !this.#regionReached && !this.#hasNextCandidate()) {
+      // A later chunk whose region refused every connect: nothing reached that region, so, unpinned, it tells nothing
+      // about where the upload lives (health may not have noticed the region's death yet). The chunk goes on to the
+      // next region as pin discovery would: one that does not know the upload answers 404 and the search goes on.
+      // A pinned chunk's route holds its pinned region alone, so it never leaves it this way.
+      this.#regionLock = null;
+    }
     if (this.attempts >= retries.maxAttempts || !this.#hasNextCandidate()) return false;
     let reason: RetryReason;
     if (this.#held !== null && (kind.nothingSent || kind === KINDS.reset || kind === KINDS.upstreamStatus)) {
