@@ -387,9 +387,9 @@ class PrometheusExporter implements MetricsExporter {
         this.reset();
         // One synchronous read: plane and health are swapped together on reload, so their endpoint indexes agree.
         const { endpoints } = runtime.plane().config.topology;
-        const health = runtime.health().report();
+        const { rttMs } = runtime.health();
         for (const endpoint of endpoints) {
-          const ms = health[endpoint.index].rttMs;
+          const ms = rttMs[endpoint.index];
           if (ms !== null) this.set(endpointLabels(endpoint).base, ms / 1000);
         }
       },
