@@ -2,7 +2,6 @@
 // the admin listeners, and wires them together. The policy lives in control/, proxy/, health/ and observe/.
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { ListenerSettings, MeridianConfig } from './config/types.ts';
 import { GeoLocator, DEFAULT_GEO_DATABASES } from './geo/locator.ts';
 import { GeoDatabaseError } from './geo/database.ts';
@@ -223,12 +222,7 @@ export async function startMeridian(initial: MeridianConfig, options: StartOptio
 
   let stopping: Promise<void> | undefined;
   const shutdown = async (): Promise<void> => {
-    traffic.draining = true;
-    dataPlane.drain();
-    const { drainDelay, drainTimeout } = controlPlane.config.shutdown;
-    if (drainDelay > 0) await sleep(drainDelay);
-    await dataPlane.close(drainTimeout);
-    await controlPlane.close();
+    await controlPlane.shutdown(dataPlane);
     runtime.metrics.close();
     await Promise.all(controlServers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   };

@@ -1,5 +1,7 @@
 // The control plane: owns the config and its reloads, the health worlds, and the data-plane snapshots built from
 // them. It publishes each new snapshot to whatever serves the data plane; nothing on the request path calls into it.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DataPlaneHost } from './data-plane-host.ts';
 import type { MeridianConfig } from '../config/types.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { ConfigError } from '../config/errors.ts';
@@ -218,6 +220,21 @@ export class ControlPlane {
     });
     this.#reloads = done.catch(() => undefined);
     return done;
+  }
+
+  /**
+   * The shutdown sequence (README: Operations, Shutdown): readiness turns 503 and keep-alive clients are asked to
+   * reconnect at once, `shutdown.drainDelay` lets GeoDNS checkers see it while everything still serves, then the
+   * listeners stop accepting and in-flight exchanges (and tunnels, closed with 1001) get `shutdown.drainTimeout`;
+   * the checks and the pools close last. The admin and probe listeners are the caller's, to close after this.
+   */
+  async shutdown(dataPlane: DataPlaneHost): Promise<void> {
+    this.traffic.draining = true;
+    dataPlane.drain();
+    const { drainDelay, drainTimeout } = this.#config.shutdown;
+    if (drainDelay > 0) await sleep(drainDelay);
+    await dataPlane.close(drainTimeout);
+    await this.close();
   }
 
   /** Stops the active checks and closes what the data plane dispatched through; the last step of shutdown. */
