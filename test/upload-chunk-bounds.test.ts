@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { metricValue, send, type Overrides } from './support/harness.ts';
+import { acceptsChunk, diesAfter } from './support/chunk-backends.ts';
 import { startWorld, type Layout, type World } from './support/zones.ts';
 import { PLACES, writeGeoFixture } from './support/appwrite-backend.ts';
 
@@ -33,28 +34,6 @@ async function start(layout: Layout, overrides: Overrides = {}, workers = 1): Pr
 
 const sha = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
 
-/** Reads the whole chunk, then answers 201 with a File JSON naming the backend and the digest of what it received. */
-function accepts(name: string): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
-    const hash = createHash('sha256');
-    req.on('data', (chunk: Buffer) => hash.update(chunk));
-    req.on('end', () => {
-      res.writeHead(201, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ $id: 'upload-1', served: name, sha256: hash.digest('hex') }));
-    });
-  };
-}
-
-/** Takes part of the chunk, then the connection dies under it. */
-function diesAfter(bytes: number): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req) => {
-    let seen = 0;
-    req.on('data', (chunk: Buffer) => {
-      seen += chunk.length;
-      if (seen >= bytes) req.socket.destroy();
-    });
-  };
-}
 
 /** Appwrite's 404 for an upload the region does not know (or any other type), once the body has been read. */
 function notFound(type = 'storage_file_not_found'): (req: IncomingMessage, res: ServerResponse) => void {
@@ -93,8 +72,8 @@ describe('holding delays nothing', () => {
         if (seen >= 1 * MiB) req.socket.destroy();
       });
     };
-    w.backends['home-b'].handler = accepts('home-b');
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['home-b'].handler = acceptsChunk('home-b');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     const req = request({ host: '127.0.0.1', port: w.port, method: 'POST', path: PATH, headers: chunkHeaders(body.length, 'upload-1') });
     const answered = once(req, 'response') as Promise<[IncomingMessage]>;
     // 64 KiB, then nothing more until the upstream has seen bytes: a proxy that read the whole chunk first would
@@ -142,7 +121,7 @@ describe('holding delays nothing', () => {
     for await (const chunk of res) rest.push(chunk as Buffer);
     expect(head.toString() + Buffer.concat(rest).toString()).toBe('{"$id":"split-upload-7","bucketId":"photos"}');
 
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     const later = await send(w.port, { method: 'POST', path: PATH, headers: chunkHeaders(1024, 'split-upload-7'), body: randomBytes(1024) });
     expect(later.status).toBe(201);
     expect(JSON.parse(later.body.toString()).served).toBe('far-a');
@@ -153,7 +132,7 @@ describe('uploads.retryChunkBytes', () => {
   test('a chunk over it streams unheld: no retry, and it is not counted against the process-wide memory', async () => {
     const w = await start(TWO_ZONES, { uploads: { retryChunkBytes: 1 * MiB } });
     w.backends['home-a'].handler = diesAfter(64 * 1024);
-    w.backends['home-b'].handler = accepts('home-b');
+    w.backends['home-b'].handler = acceptsChunk('home-b');
     const reply = await send(w.port, { method: 'POST', path: PATH, headers: chunkHeaders(1 * MiB + 1, 'upload-1'), body: randomBytes(1 * MiB + 1) });
     expect(reply.status).toBe(502);
     expect(w.backends['home-b'].requests).toBe(0);
@@ -171,7 +150,7 @@ describe('uploads.retryChunkBytes', () => {
   test('0 turns chunk retries off', async () => {
     const w = await start(TWO_ZONES, { uploads: { retryChunkBytes: 0 } });
     w.backends['home-a'].handler = diesAfter(1024);
-    w.backends['home-b'].handler = accepts('home-b');
+    w.backends['home-b'].handler = acceptsChunk('home-b');
     const reply = await send(w.port, { method: 'POST', path: PATH, headers: chunkHeaders(4096, 'upload-1'), body: randomBytes(4096) });
     expect(reply.status).toBe(502);
     expect(w.backends['home-b'].requests).toBe(0);
@@ -198,7 +177,7 @@ describe('pin discovery is bounded', () => {
       };
     };
     for (const name of ['home-a', 'paris-a', 'london-a']) answer(name, notFound());
-    answer('newyork-a', accepts('newyork-a'));
+    answer('newyork-a', acceptsChunk('newyork-a'));
     const reply = await send(w.port, { method: 'POST', path: PATH, headers: chunkHeaders(4096, 'upload-far'), body: randomBytes(4096) });
     // The upload lives in the fourth region: three attempts are spent before it, so the client gets the 404.
     expect(reply.status).toBe(404);
@@ -207,7 +186,7 @@ describe('pin discovery is bounded', () => {
     expect(await metricValue(w.adminPort, 'meridian_upload_chunk_retries_total{result="discovered"}')).toBe(0);
 
     // Within the bound, the region that has the upload is found, nearest first, and pinned there.
-    answer('london-a', accepts('london-a'));
+    answer('london-a', acceptsChunk('london-a'));
     order.length = 0;
     const found = await send(w.port, { method: 'POST', path: PATH, headers: chunkHeaders(4096, 'upload-london'), body: randomBytes(4096) });
     expect(found.status).toBe(201);
@@ -224,7 +203,7 @@ describe('pin discovery is bounded', () => {
     w.backends['home-a'].handler = notFound();
     // Reads the chunk and never answers.
     w.backends['paris-a'].handler = (req) => req.resume();
-    w.backends['london-a'].handler = accepts('london-a');
+    w.backends['london-a'].handler = acceptsChunk('london-a');
     const started = performance.now();
     const reply = await send(w.port, { method: 'POST', path: PATH, headers: chunkHeaders(4096, 'upload-1'), body: randomBytes(4096) });
     const elapsed = performance.now() - started;
@@ -248,7 +227,7 @@ describe('pin discovery is bounded', () => {
       routing: { fences: [{ name: 'eu', match: { continent: 'EU' }, regions: ['home', 'paris'], mode: 'strict' }] },
     });
     for (const name of ['home-a', 'paris-a']) w.backends[name].handler = notFound();
-    w.backends['newyork-a'].handler = accepts('newyork-a');
+    w.backends['newyork-a'].handler = acceptsChunk('newyork-a');
     const fromStockholm = { 'x-forwarded-for': PLACES.stockholm.ip };
     const fenced = await send(w.port, { method: 'POST', path: PATH, headers: chunkHeaders(4096, 'upload-us', fromStockholm), body: randomBytes(4096) });
     expect(fenced.status).toBe(404);

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { metricValue, send, until, type Overrides } from './support/harness.ts';
+import { acceptsChunk, diesAfter } from './support/chunk-backends.ts';
 import { startWorld, type World } from './support/zones.ts';
 
 const PATH = '/v1/storage/buckets/photos/files';
@@ -27,28 +28,6 @@ async function start(overrides: Overrides = {}, workers = 1): Promise<World> {
   return world;
 }
 
-/** Reads the whole chunk, then answers 201 with a File JSON naming itself and the digest of what it received. */
-function accepts(name: string): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req, res) => {
-    const hash = createHash('sha256');
-    req.on('data', (chunk: Buffer) => hash.update(chunk));
-    req.on('end', () => {
-      res.writeHead(201, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ $id: 'upload-1', served: name, sha256: hash.digest('hex') }));
-    });
-  };
-}
-
-/** Takes part of the chunk, then the connection dies under it: a zone going down mid-chunk. */
-function diesAfter(bytes: number): (req: IncomingMessage, res: ServerResponse) => void {
-  return (req) => {
-    let seen = 0;
-    req.on('data', (chunk: Buffer) => {
-      seen += chunk.length;
-      if (seen >= bytes) req.socket.destroy();
-    });
-  };
-}
 
 function chunkRequest(body: Buffer, id?: string) {
   const headers: Record<string, string> = { 'content-type': 'application/octet-stream', 'content-range': `bytes 0-${body.length - 1}/${body.length * 4}`, 'x-appwrite-project': 'shop' };
@@ -62,8 +41,8 @@ describe('a chunk whose upstream dies while it streams', () => {
   test.each([1, 2])('is sent whole to the sibling zone of its region, and the client never sees the failure (%i data-plane threads)', async (workers) => {
     const w = await start({}, workers);
     w.backends['home-a'].handler = diesAfter(1 * MiB);
-    w.backends['home-b'].handler = accepts('home-b');
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['home-b'].handler = acceptsChunk('home-b');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     const body = randomBytes(5 * MiB);
     const reply = await send(w.port, chunkRequest(body, 'upload-1'));
     expect(reply.status).toBe(201);
@@ -81,7 +60,7 @@ describe('a chunk whose upstream dies while it streams', () => {
       req.resume();
       req.on('end', () => res.writeHead(503).end());
     };
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'));
     expect(reply.status).toBe(503);
     expect(w.backends['far-a'].requests).toBe(0);
@@ -92,7 +71,7 @@ describe('a chunk whose upstream dies while it streams', () => {
     const w = await start();
     await w.backends['home-a'].kill();
     await w.backends['home-b'].kill();
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     const body = randomBytes(2 * MiB);
     const reply = await send(w.port, chunkRequest(body, 'upload-1'));
     expect(reply.status).toBe(201);
@@ -101,8 +80,8 @@ describe('a chunk whose upstream dies while it streams', () => {
 
   test('a pinned later chunk whose region refuses every connect stays there: its upload lives in that region', async () => {
     const w = await start();
-    w.backends['home-a'].handler = accepts('home-a');
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['home-a'].handler = acceptsChunk('home-a');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     expect((await send(w.port, chunkRequest(randomBytes(64 * 1024)))).status).toBe(201);
     await w.backends['home-a'].kill();
     await w.backends['home-b'].kill();
@@ -115,7 +94,7 @@ describe('a chunk whose upstream dies while it streams', () => {
     const w = await start();
     w.backends['home-a'].handler = diesAfter(64 * 1024);
     await w.backends['home-b'].kill();
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     const body = randomBytes(2 * MiB);
     const reply = await send(w.port, chunkRequest(body));
     expect(reply.status).toBe(201);
@@ -125,8 +104,8 @@ describe('a chunk whose upstream dies while it streams', () => {
   test('over the process-wide chunk memory, streams unheld: no retry, and the metric counts it', async () => {
     const w = await start({ uploads: { retryBufferBytes: 1 * MiB } });
     w.backends['home-a'].handler = diesAfter(64 * 1024);
-    w.backends['home-b'].handler = accepts('home-b');
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['home-b'].handler = acceptsChunk('home-b');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     const reply = await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'));
     expect(reply.status).toBe(502);
     expect(w.backends['home-b'].requests).toBe(0);
@@ -136,7 +115,7 @@ describe('a chunk whose upstream dies while it streams', () => {
 
   test('gives its held bytes back when it ends, so the next chunks are held again', async () => {
     const w = await start({ uploads: { retryBufferBytes: 3 * MiB } });
-    w.backends['home-a'].handler = accepts('home-a');
+    w.backends['home-a'].handler = acceptsChunk('home-a');
     for (let i = 0; i < 4; i++) expect((await send(w.port, chunkRequest(randomBytes(2 * MiB), 'upload-1'))).status).toBe(201);
     await until(async () => (await metricValue(w.meridian.adminAddress.port, 'meridian_upload_chunk_retries_total{result="not_held"}')) === 0, 'the metric');
     expect(w.meridian.runtime.traffic.heldBytes).toBe(0);
@@ -166,7 +145,7 @@ describe('pin discovery: a later chunk of an upload this instance never pinned',
     const w = await discoveryWorld();
     w.backends['home-a'].handler = notFound('storage_file_not_found');
     w.backends['near-a'].handler = notFound('storage_file_not_found');
-    w.backends['far-a'].handler = accepts('far-a');
+    w.backends['far-a'].handler = acceptsChunk('far-a');
     const body = randomBytes(1 * MiB);
     const reply = await send(w.port, chunkRequest(body, 'upload-elsewhere'));
     expect(reply.status).toBe(201);
@@ -181,7 +160,7 @@ describe('pin discovery: a later chunk of an upload this instance never pinned',
   test('relays any other 404 as it is, and a 404 from every region it may ask, without going further', async () => {
     const w = await discoveryWorld();
     w.backends['home-a'].handler = notFound('storage_bucket_not_found');
-    w.backends['near-a'].handler = accepts('near-a');
+    w.backends['near-a'].handler = acceptsChunk('near-a');
     const other = await send(w.port, chunkRequest(randomBytes(1024), 'upload-1'));
     expect(other.status).toBe(404);
     expect(JSON.parse(other.body.toString()).type).toBe('storage_bucket_not_found');
@@ -197,10 +176,10 @@ describe('pin discovery: a later chunk of an upload this instance never pinned',
   test('a first chunk, or a chunk whose upload is pinned here, is never sent looking elsewhere', async () => {
     const w = await discoveryWorld();
     // Pinned to home by an accepted chunk; home then loses the upload (its storage was reset, say).
-    w.backends['home-a'].handler = accepts('home-a');
+    w.backends['home-a'].handler = acceptsChunk('home-a');
     expect((await send(w.port, chunkRequest(randomBytes(1024), 'upload-3'))).status).toBe(201);
     w.backends['home-a'].handler = notFound('storage_file_not_found');
-    w.backends['near-a'].handler = accepts('near-a');
+    w.backends['near-a'].handler = acceptsChunk('near-a');
     expect((await send(w.port, chunkRequest(randomBytes(1024), 'upload-3'))).status).toBe(404);
     expect((await send(w.port, chunkRequest(randomBytes(1024)))).status).toBe(404);
     expect(w.backends['near-a'].requests).toBe(0);
