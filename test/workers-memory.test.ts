@@ -75,9 +75,8 @@ async function residentMiB(pid: number): Promise<number> {
  * Starts `meridian start` with `workers` and the bundled databases (`databases` null) or the given one, waits until
  * it is ready and its resident set stops moving, and returns that in MiB; the process is killed before returning.
  */
-async function settledRss(workers: number, databases: string | null): Promise<number> {
-  const file = join(dir, `meridian-${workers}-${databases === null ? 'bundled' : 'tiny'}.yaml`);
-  await writeFile(file, configText(workers, databases));
+/** `meridian start --config file` as a child of its own (no MERIDIAN_ variables), its output collected as it comes. */
+function startCli(file: string): { child: ChildProcess; stdout: () => string; stderr: () => string } {
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('MERIDIAN_')));
   const child = spawn(process.execPath, [CLI, 'start', '--config', file], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
@@ -85,11 +84,24 @@ async function settledRss(workers: number, databases: string | null): Promise<nu
   let stderr = '';
   child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return { child, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** Waits for `pattern` in the child's standard output, failing at once if it exits first. */
+function listening(cli: ReturnType<typeof startCli>, pattern: RegExp, what: string): Promise<RegExpExecArray> {
+  return until(() => {
+    if (cli.child.exitCode !== null) throw new Error(`meridian exited with ${cli.child.exitCode}: ${cli.stderr()}`);
+    return pattern.exec(cli.stdout());
+  }, what, 60_000, 20);
+}
+
+async function settledRss(workers: number, databases: string | null): Promise<number> {
+  const file = join(dir, `meridian-${workers}-${databases === null ? 'bundled' : 'tiny'}.yaml`);
+  await writeFile(file, configText(workers, databases));
+  const cli = startCli(file);
+  const { child } = cli;
   try {
-    const ports = await until(() => {
-      if (child.exitCode !== null) throw new Error(`meridian exited with ${child.exitCode}: ${stderr}`);
-      return /admin on 127\.0\.0\.1:(\d+)/.exec(stdout);
-    }, `meridian (workers ${workers}) to listen`, 60_000, 20);
+    const ports = await listening(cli, /admin on 127\.0\.0\.1:(\d+)/, `meridian (workers ${workers}) to listen`);
     const adminPort = Number(ports[1]);
     await until(async () => (await send(adminPort, { path: '/readyz' })).status === 200, `meridian (workers ${workers}) to be ready`, 10_000, 50);
     // The run has the data plane it was asked for: on the main thread, or in that many workers.
@@ -154,18 +166,10 @@ test('a geo database replaced six times on disk stays resident once: the memory 
   const databaseMiB = (await stat(source)).size / MIB;
   const file = join(dir, 'meridian-reloads.yaml');
   await writeFile(file, configText(2, database));
-  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('MERIDIAN_')));
-  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const cli = startCli(file);
+  const { child } = cli;
   try {
-    const [, proxyPort, adminPort] = await until(() => {
-      if (child.exitCode !== null) throw new Error(`meridian exited with ${child.exitCode}: ${stderr}`);
-      return /http on 127\.0\.0\.1:(\d+), admin on 127\.0\.0\.1:(\d+)/.exec(stdout);
-    }, 'meridian to listen', 60_000, 20);
+    const [, proxyPort, adminPort] = await listening(cli, /http on 127\.0\.0\.1:(\d+), admin on 127\.0\.0\.1:(\d+)/, 'meridian to listen');
     await until(async () => (await send(Number(adminPort), { path: '/readyz' })).status === 200, 'meridian to be ready', 10_000, 50);
     /** Requests on fresh connections, so both workers run (and collect garbage) after each swap. */
     const traffic = async (): Promise<void> => {
@@ -194,7 +198,7 @@ test('a geo database replaced six times on disk stays resident once: the memory 
     for (let reload = 1; reload <= RELOADS; reload++) {
       await copyFile(source, `${database}.tmp`);
       await rename(`${database}.tmp`, database);
-      await until(() => (stderr.match(/geo database .* reloaded/g) ?? []).length === reload, `reload ${reload} to be applied`, 30_000, 50);
+      await until(() => (cli.stderr().match(/geo database .* reloaded/g) ?? []).length === reload, `reload ${reload} to be applied`, 30_000, 50);
       await traffic();
     }
     const after = await settled('the resident set to settle after the reloads');
@@ -202,7 +206,7 @@ test('a geo database replaced six times on disk stays resident once: the memory 
       `geo reloads: RSS ${before.toFixed(1)} MiB before ${RELOADS} reloads of a ${databaseMiB.toFixed(1)} MiB database with 2 workers, ${after.toFixed(1)} MiB after ` +
         `(${(after - before).toFixed(1)} MiB more; a copy kept per reload would be ${(RELOADS * databaseMiB).toFixed(0)} MiB more)`,
     );
-    expect(stderr).not.toMatch(/rejected/);
+    expect(cli.stderr()).not.toMatch(/rejected/);
     // One copy resident before and after: even one replaced copy kept (say, by the snapshot a worker started with)
     // would be the database's size more.
     expect(after - before).toBeLessThan(databaseMiB / 2);
