@@ -315,6 +315,31 @@ describe('two workers, one process', () => {
     expect(await metric(p, 'meridian_retries_total')).toMatchObject({ '{reason="upstream_5xx"}': 6 });
   });
 
+  test('a burst of concurrent failures on both workers ejects the endpoint once: failures still in flight after the ejection do not eject it again', async () => {
+    const held: ServerResponse[] = [];
+    const release = (): void => {
+      for (const res of held.splice(0)) res.writeHead(503).end('failing');
+    };
+    releases.push(release);
+    const holding = await upstream((req, res) => {
+      req.resume();
+      held.push(res);
+    });
+    const p = await proxy([holding.origin], { outlierDetection: { consecutiveFailures: 3, baseEjection: '30s' } });
+    // 15 requests held on each worker, then all answered 503 at once: 30 failures race into the shared counter from
+    // both threads, ten times the threshold, several crossing it while the first report is on its way.
+    const byWorker = await connectionsByWorker(p, 15);
+    const { all } = getAll(byWorker.flat());
+    await until(() => holding.requests === 30, 'all 30 requests to be held upstream');
+    release();
+    await all;
+    await until(async () => sum(await metric(p, 'meridian_ejections_total')) >= 1, 'the endpoint to be ejected');
+    // Give a second, wrong ejection every chance to land before counting.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(sum(await metric(p, 'meridian_ejections_total'))).toBe(1);
+    expect(endpointStatus(await status(p), holding.origin)).toMatchObject({ usable: false, timesEjected: 1 });
+  });
+
   test('the circuit breaker limits an endpoint’s concurrent requests across both workers', async () => {
     const { upstream: holding, release } = await holdingUpstream();
     const p = await proxy([holding.origin], { circuitBreaker: { maxRequests: 10 } });
