@@ -9,7 +9,7 @@ import { buildConfig } from '../config/build.ts';
 import { WorkerPlanes } from './worker-plane.ts';
 import { startAccessLog } from '../observe/access-log.ts';
 import type { FromWorker, PlaneSnapshot, ToWorker, WorkerInit } from './snapshot.ts';
-import { releaseMemory } from '../control/release-memory.ts';
+import { releaseMemory, releaseStartupMemory } from '../control/release-memory.ts';
 
 const port = parentPort;
 if (port === null) throw new Error('src/proxy/worker.ts runs as a worker thread of the control plane');
@@ -84,6 +84,9 @@ async function close(timeoutMs: number): Promise<void> {
   port!.close();
 }
 
+// Loading the modules and building the first plane left garbage and a young generation grown for it, which an idle
+// thread keeps committed; collected before the listeners open, no connection waits for the pause.
+releaseStartupMemory();
 listeners.listen(true, init.ports).then(
   (addresses) => send({ kind: 'listening', addresses }),
   (err: NodeJS.ErrnoException & { address?: string; port?: number; listener?: string }) =>
