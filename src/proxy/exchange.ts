@@ -19,10 +19,16 @@ import { STAT } from '../observe/thread-stats.ts';
 import { redirectFor, redirectPlan } from '../routing/redirect.ts';
 import { ROUTE_HEADER, routeHeader, SERVER_TIMING_HEADER, serverTiming } from './explain-headers.ts';
 
-/** The downstream response carries its exchange, so shared listeners need no per-request closure. */
+/**
+ * The downstream response carries its exchange, so shared listeners need no per-request closure. The field is declared
+ * and its null default lives on the prototype: a class field would give the class a constructor of its own, and V8 then
+ * runs it (arguments spread into `super`, then the field defined) for every response, where a subclass without one is
+ * constructed as cheaply as `ServerResponse` itself.
+ */
 export class MeridianResponse extends ServerResponse<IncomingMessage> {
-  exchange: Exchange | null = null;
+  declare exchange: Exchange | null;
 }
+MeridianResponse.prototype.exchange = null;
 
 type Controller = Dispatcher.DispatchController;
 
