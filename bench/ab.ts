@@ -28,7 +28,10 @@ async function startBuild(label: string, cli: string, upstreamUrl: string): Prom
   const port = await freePort();
   const config = join(TMP, `${label}.yaml`);
   writeFileSync(config, t.meridianConfig(upstreamUrl, port));
-  const child = startChild(label, process.execPath, [...t.IMAGE_NODE_FLAGS, cli, 'start', '--config', config], { cpu: t.PROXY_CPU });
+  // AB_FLAGS_M1="--max-semi-space-size=16" (space-separated) runs build M1 with those node flags instead of the image's.
+  const override = process.env[`AB_FLAGS_${label}`];
+  const flags = override === undefined ? t.IMAGE_NODE_FLAGS : override.split(' ').filter((f) => f !== '');
+  const child = startChild(label, process.execPath, [...flags, cli, 'start', '--config', config], { cpu: t.PROXY_CPU });
   const url = `http://127.0.0.1:${port}`;
   await waitFor200(child, url);
   return { url, child, stop: () => stopChild(child) };

@@ -16,6 +16,13 @@ const TMP = fileURLToPath(new URL('./.tmp/profile-compare', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECONDS = Number(process.argv[2] ?? 8);
 const TOP = Number(process.env.TOP ?? 35);
+/**
+ * Node flags for each side, space-separated: `MERIDIAN_FLAGS` replaces the image's (IMAGE_NODE_FLAGS), `MINIMAL_FLAGS`
+ * is empty by default, as in bench/run.ts. Giving both the same flags tells the flags' share of the gap from the code's.
+ */
+const flags = (name: string, fallback: readonly string[]): string[] => (process.env[name] ?? fallback.join(' ')).split(' ').filter((f) => f !== '');
+const MERIDIAN_FLAGS = flags('MERIDIAN_FLAGS', IMAGE_NODE_FLAGS);
+const MINIMAL_FLAGS = flags('MINIMAL_FLAGS', []);
 
 interface ProfileNode {
   id: number;
@@ -83,14 +90,15 @@ async function main(): Promise<number> {
   mkdirSync(TMP, { recursive: true });
   const upstream = await startNginxUpstream(TMP);
   const port = await freePort();
-  const child = startChild('minimal', process.execPath, ['--inspect=127.0.0.1:0', join(ROOT, 'bench/peers/minimal-dispatch.ts'), String(port), upstream.url], {
+  const child = startChild('minimal', process.execPath, [...MINIMAL_FLAGS, '--inspect=127.0.0.1:0', join(ROOT, 'bench/peers/minimal-dispatch.ts'), String(port), upstream.url], {
     cpu: PROXY_CPU,
     cwd: ROOT,
     keepOutput: true,
   });
   const minimalUrl = `http://127.0.0.1:${port}`;
   await waitFor200(child, minimalUrl);
-  const meridian = await startMeridian('Meridian', upstream.url, TMP, { nodeFlags: [...IMAGE_NODE_FLAGS, '--inspect=127.0.0.1:0'] });
+  const meridian = await startMeridian('Meridian', upstream.url, TMP, { nodeFlags: [...MERIDIAN_FLAGS, '--inspect=127.0.0.1:0'] });
+  console.log(`node flags: Meridian ${MERIDIAN_FLAGS.join(' ') || 'none'}; minimal ${MINIMAL_FLAGS.join(' ') || 'none'}`);
   try {
     const m = await profileOf(meridian, 'meridian');
     const n = await profileOf({ url: minimalUrl, child, stop: async () => {} }, 'minimal');
