@@ -1,8 +1,8 @@
-// `node bench/profile-compare.ts [SECONDS]`: where Meridian's CPU per request goes beyond the minimal node:http + undici
-// proxy's. Both run (the build, pinned like bench/run.ts) under the same saturating autocannon load, one after the
-// other, profiled over the inspector; the script prints CPU microseconds per request by file and by function for each,
-// and the functions whose cost per request differs most. Microseconds per request, not shares of a busy core, are what
-// compare: the two serve different rates.
+// `node bench/profile-compare.ts [SECONDS] [ROUNDS]`: where Meridian's CPU per request goes beyond the minimal node:http
+// + undici proxy's. Both run (the build, pinned like bench/run.ts) under the same saturating autocannon load, in turn
+// for ROUNDS windows of SECONDS each, profiled over the inspector; the script prints the CPU microseconds per request
+// by file and by function whose difference is largest. Microseconds per request, not shares of a busy core, are what
+// compare: the two serve different rates. The raw profiles go to bench/.tmp/profile-compare/ for Chrome DevTools.
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,9 @@ import { IMAGE_NODE_FLAGS, LOAD_CPU, PROXY_CPU, startNginxUpstream, type Server 
 
 const TMP = fileURLToPath(new URL('./.tmp/profile-compare', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SECONDS = Number(process.argv[2] ?? 8);
+const SECONDS = Number(process.argv[2] ?? 4);
+/** Windows per side, taken in turn. */
+const ROUNDS = Number(process.argv[3] ?? 4);
 const TOP = Number(process.env.TOP ?? 35);
 /**
  * Node flags for each side, space-separated: `MERIDIAN_FLAGS` replaces the image's (IMAGE_NODE_FLAGS), `MINIMAL_FLAGS`
@@ -41,34 +43,43 @@ function area(url: string): string {
   return url === '' ? '(native)' : url.replace(/^.*node_modules\//, '');
 }
 
-/** CPU microseconds per request by function and by file. */
-async function profileOf(server: Server, label: string): Promise<{ byFn: Map<string, number>; byArea: Map<string, number>; perReq: number }> {
-  const load = { connections: 50, durationS: SECONDS, cpu: LOAD_CPU, headers: { 'x-forwarded-for': '81.2.69.142' } };
-  await autocannon(server.url, { ...load, durationS: 2 });
+interface Tally {
+  readonly byFn: Map<string, number>;
+  readonly byArea: Map<string, number>;
+  /** Sampled CPU microseconds (idle excluded) and requests served, over every window so far. */
+  busyUs: number;
+  requests: number;
+}
+
+const LOAD = { connections: 50, cpu: LOAD_CPU, headers: { 'x-forwarded-for': '81.2.69.142' } };
+
+/** One profiled window of SECONDS under autocannon, its samples added to `tally` (in microseconds, per request at the end). */
+async function profileWindow(server: Server, tally: Tally, label: string, round: number): Promise<void> {
   const session = await inspectorOf(server.child);
   await session.send('Profiler.enable');
   await session.send('Profiler.setSamplingInterval', { interval: 250 });
   await session.send('Profiler.start');
-  const result = await autocannon(server.url, load);
+  const result = await autocannon(server.url, { ...LOAD, durationS: SECONDS });
   const profile = (await session.send('Profiler.stop')).profile as Profile;
   session.close();
-  writeFileSync(join(TMP, `${label}.cpuprofile`), JSON.stringify(profile));
-  const requests = result.rps * SECONDS;
+  writeFileSync(join(TMP, `${label}-${round}.cpuprofile`), JSON.stringify(profile));
+  tally.requests += result.rps * SECONDS;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  const byFn = new Map<string, number>();
-  const byArea = new Map<string, number>();
-  let busy = 0;
   for (let i = 0; i < profile.samples.length; i++) {
     const frame = byId.get(profile.samples[i]!)!.callFrame;
     if (frame.functionName === '(idle)') continue;
-    const us = profile.timeDeltas[i]! / requests;
-    busy += us;
+    const us = profile.timeDeltas[i]!;
+    tally.busyUs += us;
     const fn = `${frame.functionName || '(anonymous)'}  ${area(frame.url)}:${frame.lineNumber + 1}`;
-    byFn.set(fn, (byFn.get(fn) ?? 0) + us);
-    byArea.set(area(frame.url), (byArea.get(area(frame.url)) ?? 0) + us);
+    tally.byFn.set(fn, (tally.byFn.get(fn) ?? 0) + us);
+    tally.byArea.set(area(frame.url), (tally.byArea.get(area(frame.url)) ?? 0) + us);
   }
-  console.log(`${label}: ${Math.round(result.rps)} req/s, ${busy.toFixed(1)} µs CPU per request`);
-  return { byFn, byArea, perReq: busy };
+}
+
+/** The tally's sums turned into microseconds per request. */
+function perRequest(tally: Tally): Tally {
+  const scale = (m: Map<string, number>) => new Map([...m].map(([k, us]) => [k, us / tally.requests] as const));
+  return { byFn: scale(tally.byFn), byArea: scale(tally.byArea), busyUs: tally.busyUs / tally.requests, requests: tally.requests };
 }
 
 function top(title: string, m: Map<string, number>): void {
@@ -99,9 +110,19 @@ async function main(): Promise<number> {
   await waitFor200(child, minimalUrl);
   const meridian = await startMeridian('Meridian', upstream.url, TMP, { nodeFlags: [...MERIDIAN_FLAGS, '--inspect=127.0.0.1:0'] });
   console.log(`node flags: Meridian ${MERIDIAN_FLAGS.join(' ') || 'none'}; minimal ${MINIMAL_FLAGS.join(' ') || 'none'}`);
+  const minimal: Server = { url: minimalUrl, child, stop: async () => {} };
   try {
-    const m = await profileOf(meridian, 'meridian');
-    const n = await profileOf({ url: minimalUrl, child, stop: async () => {} }, 'minimal');
+    for (const server of [meridian, minimal]) await autocannon(server.url, { ...LOAD, durationS: 2 });
+    // Short windows taken in turn, so a busy moment on the machine lands on both sides rather than on one.
+    const tallies = [meridian, minimal].map((): Tally => ({ byFn: new Map(), byArea: new Map(), busyUs: 0, requests: 0 }));
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? [0, 1] : [1, 0];
+      for (const i of order) await profileWindow(i === 0 ? meridian : minimal, tallies[i], i === 0 ? 'meridian' : 'minimal', round);
+    }
+    const [m, n] = tallies.map(perRequest);
+    console.log(`Meridian: ${Math.round(m.requests / (ROUNDS * SECONDS))} req/s, ${m.busyUs.toFixed(1)} µs CPU per request`);
+    console.log(`minimal: ${Math.round(n.requests / (ROUNDS * SECONDS))} req/s, ${n.busyUs.toFixed(1)} µs CPU per request`);
+    console.log(`minimal ÷ Meridian CPU per request: ${(n.busyUs / m.busyUs).toFixed(3)}`);
     diff('by file', m.byArea, n.byArea);
     diff('by function', m.byFn, n.byFn);
     if (process.env.FULL) {
