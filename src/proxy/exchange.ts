@@ -1,6 +1,5 @@
 // One downstream request and its attempts upstream; it is also the undici dispatch handler.
-import { ServerResponse } from 'node:http';
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { Endpoint } from '../config/types.ts';
@@ -20,15 +19,11 @@ import { redirectFor, redirectPlan } from '../routing/redirect.ts';
 import { ROUTE_HEADER, routeHeader, SERVER_TIMING_HEADER, serverTiming } from './explain-headers.ts';
 
 /**
- * The downstream response carries its exchange, so shared listeners need no per-request closure. The field is declared
- * and its null default lives on the prototype: a class field would give the class a constructor of its own, and V8 then
- * runs it (arguments spread into `super`, then the field defined) for every response, where a subclass without one is
- * constructed as cheaply as `ServerResponse` itself.
+ * The downstream response carries its exchange, so shared listeners need no per-request closure. It is node's own
+ * ServerResponse with the property added, not a subclass: V8 runs a subclass's constructor for every response, even
+ * the default one (the arguments spread into `super`), and the profile showed that frame at about 0.5 µs a request.
  */
-export class MeridianResponse extends ServerResponse<IncomingMessage> {
-  declare exchange: Exchange | null;
-}
-MeridianResponse.prototype.exchange = null;
+export type MeridianResponse = ServerResponse<IncomingMessage> & { exchange?: Exchange | null };
 
 type Controller = Dispatcher.DispatchController;
 
@@ -585,7 +580,7 @@ function onDownstreamDrain(this: MeridianResponse): void {
 
 function onDownstreamClose(this: MeridianResponse): void {
   const exchange = this.exchange;
-  if (exchange === null) return;
+  if (exchange === null || exchange === undefined) return;
   if (!this.writableFinished) {
     exchange.error ??= new ProxyError(KINDS.downstreamAborted);
     exchange.abortUpstream(exchange.error);

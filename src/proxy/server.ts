@@ -3,7 +3,7 @@ import type { IncomingMessage, Server, ServerOptions } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { CURRENT_EXCHANGE, Exchange, MeridianResponse, type ExchangeSocket } from './exchange.ts';
+import { CURRENT_EXCHANGE, Exchange, type ExchangeSocket, type MeridianResponse } from './exchange.ts';
 import { upstreamRequestHeaders } from './headers.ts';
 import { closeIfBodyArriving, KINDS, ProxyError } from './errors.ts';
 import { ASTERISK_ALLOW, settleTarget, type TargetVerdict } from './request-target.ts';
@@ -161,9 +161,8 @@ function onIdleSocket(socket: Socket): void {
 }
 
 /** The node:http options of a listener's server; `timeouts` are applied again on reload (src/listen/listeners.ts). */
-export function serverOptions(listener: ListenerSettings, timeouts: Timeouts): ServerOptions<typeof IncomingMessage, typeof MeridianResponse> {
+export function serverOptions(listener: ListenerSettings, timeouts: Timeouts): ServerOptions {
   return {
-    ServerResponse: MeridianResponse,
     maxHeaderSize: listener.maxHeaderBytes,
     headersTimeout: timeouts.requestHeaders,
     // Uploads to Appwrite can take far longer than any fixed deadline; the idle timer guards stalls instead.
