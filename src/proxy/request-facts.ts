@@ -37,18 +37,23 @@ export function requestIdOf(req: IncomingMessage): string {
  * A generated id is shaped like a version-4 UUID: the first 24 characters of a random one per thread (drawn again every
  * 2^48 ids), then a 48-bit counter in hex. Unique within the thread, and across threads and instances as far as their
  * 74 random bits go; a fresh UUID per request would format 16 random bytes where this formats one number.
+ * The counter's top 40 bits are formatted once per 256 ids into `idStem` (with the random part), and the low byte comes
+ * from a table, so an id costs one concatenation instead of a number formatted, padded and joined.
  */
+const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 let idPrefix = '';
+let idStem = '';
 let idCounter = 2 ** 48;
 
 export function nextRequestId(): string {
   if (idCounter >= 2 ** 48) {
-    const random = randomUUID();
-    idPrefix = random.slice(0, 24);
+    idPrefix = randomUUID().slice(0, 24);
     idCounter = 0;
   }
-  const hex = (idCounter++).toString(16);
-  return idPrefix + '000000000000'.slice(hex.length) + hex;
+  const low = idCounter % 256;
+  if (low === 0) idStem = idPrefix + (idCounter / 256).toString(16).padStart(10, '0');
+  idCounter++;
+  return idStem + HEX_BYTE[low];
 }
 
 /**
