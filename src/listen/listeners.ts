@@ -1,7 +1,8 @@
 // A data-plane thread's listeners: one node server per configured listener (plain HTTP, HTTPS with HTTP/2, redirect
 // to HTTPS), each bound with reusePort, all serving the same request path with the same snapshot. They follow the
 // snapshot: downstream timeouts and certificates apply to new connections on reload; the sockets are restart-only.
-import { createServer as createHttpServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { createServer as createHttpServer } from '../proxy/node-http.ts';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Http2Server, ServerHttp2Session } from 'node:http2';
 import type { TLSSocket } from 'node:tls';

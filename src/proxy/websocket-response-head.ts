@@ -1,6 +1,6 @@
 // The upstream's answer to a forwarded WebSocket handshake, read off the raw socket. Its head is parsed here, bounded
 // and strictly, because what follows it is either a tunnel (101) or one HTTP response that we relay and then close.
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES } from './node-http.ts';
 import { namedByConnection } from './headers.ts';
 
 export interface AnswerHead {

@@ -1,6 +1,7 @@
 // WebSocket upgrades: checked, routed like requests and forwarded. Only the upstream's 101 turns the
 // connection into a byte tunnel to that endpoint for life; any other answer is relayed as one response, then closed.
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES } from './node-http.ts';
 import { connect as connectTcp, isIP, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import type { Endpoint } from '../config/types.ts';
