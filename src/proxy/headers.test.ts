@@ -1,8 +1,9 @@
 // The upstream header list as a pure function of node's parsed headers and the forwarding facts: what Connection may
-// and may not remove, which client-address headers a peer that is not trusted loses, and the WebSocket exceptions.
+// and may not remove, which client-address headers a peer that is not trusted loses, and the WebSocket exceptions;
+// and the downstream list, one array reused for every response.
 import type { IncomingHttpHeaders } from 'node:http';
 import { describe, expect, test } from 'vitest';
-import { namedByConnection, upstreamRequestHeaders, type ForwardingFacts } from './headers.ts';
+import { downstreamResponseHeaders, namedByConnection, upstreamRequestHeaders, type ForwardingFacts } from './headers.ts';
 
 const CLIENT_ADDRESS_HEADERS: ReadonlySet<string> = new Set(['x-real-ip', 'forwarded', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-edge-ip']);
 
@@ -71,5 +72,14 @@ describe('client-address headers', () => {
   test('pass as sent from a trusted proxy', () => {
     const trusted = lines(headers, facts({ trustedPeer: true }));
     expect(trusted).toEqual([...Object.entries(headers).map(([name, value]) => `${name}: ${value}`), ...OWN]);
+  });
+});
+
+describe('the downstream list', () => {
+  test('is reused from response to response, never keeping an earlier, longer answer\'s entries', () => {
+    const long = downstreamResponseHeaders({ 'content-type': 'text/plain', 'set-cookie': ['a=1', 'b=2'], etag: '"x"', connection: 'close' }, ['x-meridian-region', 'r1']);
+    expect([...long]).toEqual(['content-type', 'text/plain', 'set-cookie', 'a=1', 'set-cookie', 'b=2', 'etag', '"x"', 'x-meridian-region', 'r1']);
+    expect([...downstreamResponseHeaders({ 'content-length': '5' }, null)]).toEqual(['content-length', '5']);
+    expect([...downstreamResponseHeaders({ 'content-length': '5', 'cache-control': 'no-store' }, null)]).toEqual(['content-length', '5', 'cache-control', 'no-store']);
   });
 });
