@@ -20,7 +20,7 @@ export function releaseMemory(): void {
 /**
  * Collects this thread's garbage as V8 does under memory pressure: several full collections that also compact the
  * heap and give back the young generation's pages, which loading a thread's modules grew and an idle thread never
- * shrinks again. For a thread that has just started and is about to serve: about 10 MiB of a data-plane worker's
+ * shrinks again. For a thread that has just started and is about to serve: 10 to 14 MiB of a data-plane worker's
  * resident memory, for one pause of some tens of milliseconds before it accepts its first connection.
  */
 export function releaseStartupMemory(): void {
